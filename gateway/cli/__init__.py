@@ -1,0 +1,27 @@
+"""The `gateway` command: one group, one module per area of commands.
+
+The tree (areas arrive with their issues): serve, demo, migrate, config check; tenants,
+users, operators (bootstrap); policy lint|check|test; sessions list|revoke; audit
+tail|verify|export; secrets put|list; keys rotate|rotate-kek.
+"""
+
+from __future__ import annotations
+
+import click
+
+from gateway import __version__
+from gateway.cli.config_cmd import config_group
+from gateway.cli.demo import demo
+from gateway.cli.serve import migrate, serve
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gateway")
+def main() -> None:
+    """gateway: an authorization and identity sidecar for apps in any language."""
+
+
+main.add_command(serve)
+main.add_command(demo)
+main.add_command(migrate)
+main.add_command(config_group)

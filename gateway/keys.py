@@ -1,0 +1,21 @@
+"""Every typed key under which the composition root stores services in the application."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from gateway.config import GatewayConfig
+from gateway.pipeline.stages.base import Stage
+from gateway.proxy.forward import Forwarder
+from gateway.proxy.routes import RouteTable
+from gateway.storage.state import StateDir
+from gateway.web.health import Readiness
+
+CONFIG = web.AppKey("gateway_config", GatewayConfig)
+STATE = web.AppKey("gateway_state", StateDir)
+ROUTES = web.AppKey("gateway_routes", RouteTable)
+UPSTREAM_SESSION = web.AppKey("gateway_upstream_session", aiohttp.ClientSession)
+FORWARDER = web.AppKey("gateway_forwarder", Forwarder)
+CHAIN: web.AppKey[tuple[Stage, ...]] = web.AppKey("gateway_chain")
+READINESS = web.AppKey("gateway_readiness", Readiness)

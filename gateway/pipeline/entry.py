@@ -1,0 +1,68 @@
+"""The catch-all handler: build the scope, run the chain, forward or deny."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from gateway.pipeline.responses import deny_response
+from gateway.pipeline.scope import SCOPE_KEY, RequestScope
+from gateway.pipeline.stages.base import Stage
+from gateway.proxy.clientip import TrustedProxies, resolve_client_ip
+from gateway.proxy.forward import Forwarder
+from gateway.proxy.headers import new_request_id, valid_request_id
+from gateway.proxy.websocket import tunnel_websocket
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ScopeFactory:
+    """Creates a request's scope: its id and the client address, trusted proxies honoured."""
+
+    def __init__(self, trusted: TrustedProxies, request_id_header: str) -> None:
+        self.trusted = trusted
+        self.request_id_header = request_id_header
+
+    def create(self, request: web.Request) -> RequestScope:
+        inbound_id = request.headers.get(self.request_id_header)
+        # SECURITY: a client-chosen request id is kept only when well-formed (log injection).
+        request_id = inbound_id if valid_request_id(inbound_id) else new_request_id()
+        assert request_id is not None
+        headers = request.headers
+        client_ip, chain = resolve_client_ip(
+            request.remote,
+            headers.getall("X-Forwarded-For", []),
+            headers.getall("Forwarded", []),
+            self.trusted,
+        )
+        scope = RequestScope(request=request, request_id=request_id, started=time.monotonic())
+        scope.client_ip = client_ip
+        scope.forwarded_chain = chain
+        request[SCOPE_KEY] = scope
+        return scope
+
+
+def make_proxy_handler(
+    factory: ScopeFactory,
+    chain: tuple[Stage, ...],
+    forwarder: Forwarder,
+    session: aiohttp.ClientSession,
+) -> Handler:
+    """The handler every non-gateway path reaches: stages in order, then the forward."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        scope = factory.create(request)
+        for stage in chain:
+            deny = await stage(scope)
+            if deny is not None:
+                response = deny_response(request, deny)
+                response.headers[factory.request_id_header] = scope.request_id
+                return response
+        if scope.websocket:
+            return await tunnel_websocket(scope, session)
+        return await forwarder.forward(scope)
+
+    return handle

@@ -1,0 +1,40 @@
+"""The one typed object that stages share for the life of a request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+if TYPE_CHECKING:
+    from gateway.proxy.routes import Route
+
+
+@dataclass(slots=True)
+class RequestScope:
+    """Everything the stages learn about one request, filled in chain order.
+
+    A field is only read by stages after the one that sets it; `chain.py` fixes that order
+    and a test asserts it. `path` is the normalized path: the policy decides on it and the
+    upstream receives it, byte for byte.
+    """
+
+    request: web.Request
+    request_id: str
+    started: float
+    client_ip: str = ""
+    forwarded_chain: list[str] = field(default_factory=list)
+    path: str = "/"
+    query: str = ""
+    route: Route | None = None
+    public: bool = False
+    upstream_headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
+    tenant: Any = None
+    principal: Any = None
+    decision: Any = None
+    websocket: bool = False
+
+
+SCOPE_KEY = web.RequestKey("gateway_scope", RequestScope)

@@ -1,0 +1,60 @@
+"""MatchRoute: pick the upstream, mark public paths, vet upgrades and declared body sizes."""
+
+from __future__ import annotations
+
+from gateway.pipeline.reasons import Deny, Reason
+from gateway.pipeline.scope import RequestScope
+from gateway.proxy.headers import upgrade_protocol
+from gateway.proxy.routes import RouteTable
+
+RESERVED_PREFIX = "/.gateway/"
+
+
+def request_hostname(host: str) -> str:
+    """The Host header without its port, lower-cased (keeps IPv6 brackets)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end != -1 else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class MatchRoute:
+    """Assigns `scope.route` and `scope.public`; refuses what no route or upgrade allows."""
+
+    name = "MatchRoute"
+
+    def __init__(self, table: RouteTable) -> None:
+        self.table = table
+
+    async def __call__(self, scope: RequestScope) -> Deny | None:
+        path = scope.path
+        # SECURITY: a path that only becomes /.gateway/... after normalization must not be
+        # proxied: the upstream would otherwise receive requests meant for the gateway itself.
+        if path.startswith(RESERVED_PREFIX) or path == RESERVED_PREFIX[:-1]:
+            return Deny(Reason.ROUTE_UNKNOWN)
+        request = scope.request
+        route = self.table.match(request_hostname(request.host), path)
+        if route is None:
+            return Deny(Reason.ROUTE_UNKNOWN)
+        scope.route = route
+        scope.public = route.is_public(path)
+        deny = self._check_upgrade(scope)
+        if deny is not None:
+            return deny
+        length = request.content_length
+        if length is not None and length > route.max_body_bytes:
+            return Deny(Reason.BODY_TOO_LARGE)
+        return None
+
+    @staticmethod
+    def _check_upgrade(scope: RequestScope) -> Deny | None:
+        protocol = upgrade_protocol(scope.request.headers)
+        if protocol is None:
+            return None
+        # SECURITY: only WebSocket over GET is tunnelled; h2c and other upgrades would let a
+        # client speak a protocol to the upstream that the gateway no longer inspects.
+        if protocol != "websocket" or scope.request.method != "GET":
+            return Deny(Reason.UPGRADE_REFUSED)
+        scope.websocket = True
+        return None
