@@ -19,7 +19,7 @@ from gateway.proxy.clientip import TrustedProxies
 from gateway.proxy.forward import Forwarder, open_upstream_session
 from gateway.proxy.headers import OwnedHeaders
 from gateway.proxy.routes import RouteTable
-from gateway.storage.sqlite.database import connect, migrate
+from gateway.storage.sqlite.database import SqliteDatabase
 from gateway.storage.state import StateDir, open_state_dir
 from gateway.web.health import Readiness, healthz, make_readyz
 
@@ -30,12 +30,11 @@ def setup_storage(app: web.Application, config: GatewayConfig) -> None:
     """Opens the embedded SQLite database and migrates it (the embedded default migrates itself)."""
 
     async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
-        state = app[keys.STATE]
-        db = await connect(state.database)
-        await migrate(db)
+        db = await SqliteDatabase.open(app[keys.STATE].database)
+        app[keys.DATABASE] = db
 
         async def db_ready() -> None:
-            await db.execute("SELECT 1")
+            await db.fetchone("SELECT 1")
 
         app[keys.READINESS].add("database", db_ready)
         try:

@@ -9,11 +9,13 @@ from gateway.config import GatewayConfig
 from gateway.pipeline.stages.base import Stage
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.routes import RouteTable
+from gateway.storage.sqlite.database import SqliteDatabase
 from gateway.storage.state import StateDir
 from gateway.web.health import Readiness
 
 CONFIG = web.AppKey("gateway_config", GatewayConfig)
 STATE = web.AppKey("gateway_state", StateDir)
+DATABASE = web.AppKey("gateway_database", SqliteDatabase)
 ROUTES = web.AppKey("gateway_routes", RouteTable)
 UPSTREAM_SESSION = web.AppKey("gateway_upstream_session", aiohttp.ClientSession)
 FORWARDER = web.AppKey("gateway_forwarder", Forwarder)

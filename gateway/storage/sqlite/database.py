@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiosqlite
@@ -106,3 +110,55 @@ async def migrate(db: aiosqlite.Connection) -> list[str]:
         if await _apply(db, migration):
             done.append(f"{migration.version:04d}_{migration.name}")
     return done
+
+
+class SqliteDatabase:
+    """One writer connection behind a lock and one reader connection, over a WAL database.
+
+    Writes go through `transaction()`, which serializes writers in this process (SQLite has
+    one writer anyway) and makes the block atomic: everything in it commits or nothing does.
+    Reads use a separate connection, so they never observe another coroutine's uncommitted
+    transaction and never wait for the write lock.
+    """
+
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self.writer = writer
+        self.reader = reader
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteDatabase:
+        """Opens both connections (creating the file with mode 0600) and migrates."""
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        writer = await connect(path)
+        await migrate(writer)
+        reader = await connect(path)
+        return cls(writer, reader)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """An immediate (write-locked) transaction on the writer connection."""
+        async with self._lock:
+            await self.writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.writer
+            except BaseException:
+                await self.writer.execute("ROLLBACK")
+                raise
+            await self.writer.execute("COMMIT")
+
+    async def fetchone(self, sql: str, params: tuple[object, ...] = ()) -> aiosqlite.Row | None:
+        """One row from the reader connection."""
+        async with self.reader.execute(sql, params) as cur:
+            row: aiosqlite.Row | None = await cur.fetchone()
+            return row
+
+    async def fetchall(self, sql: str, params: tuple[object, ...] = ()) -> list[aiosqlite.Row]:
+        """All rows from the reader connection."""
+        async with self.reader.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def close(self) -> None:
+        await self.reader.close()
+        await self.writer.close()
