@@ -56,3 +56,8 @@ def build_demo_upstream() -> web.Application:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", show)
     return app
+
+
+def build_demo_upstream_cli(argv: list[str]) -> web.Application:
+    """Entry point for `python -m aiohttp.web gateway.demo.upstream:build_demo_upstream_cli`."""
+    return build_demo_upstream()

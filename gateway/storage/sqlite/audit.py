@@ -27,7 +27,16 @@ async def append_event(conn: aiosqlite.Connection, event: AuditEvent) -> str:
     await conn.execute(
         "INSERT INTO audit_events (id, chain, ts, tenant_id, action, outcome, record, "
         "prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (event.id, chain, event.ts, event.tenant_id, event.action, event.outcome,
-         json.dumps(record, separators=(",", ":")), prev, digest),
+        (
+            event.id,
+            chain,
+            event.ts,
+            event.tenant_id,
+            event.action,
+            event.outcome,
+            json.dumps(record, separators=(",", ":")),
+            prev,
+            digest,
+        ),
     )
     return digest

@@ -112,6 +112,13 @@ async def migrate(db: aiosqlite.Connection) -> list[str]:
     return done
 
 
+def create_private_file(path: Path) -> None:
+    """Creates an empty file with mode 0600 unless it exists (SQLite keeps that mode)."""
+    # SECURITY: the database holds password and key hashes: no other local user reads it.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 class SqliteDatabase:
     """One writer connection behind a lock and one reader connection, over a WAL database.
 
@@ -129,8 +136,7 @@ class SqliteDatabase:
     @classmethod
     async def open(cls, path: Path) -> SqliteDatabase:
         """Opens both connections (creating the file with mode 0600) and migrates."""
-        if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        create_private_file(path)
         writer = await connect(path)
         await migrate(writer)
         reader = await connect(path)
