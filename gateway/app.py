@@ -2,7 +2,7 @@
 
 This is the only module that names concrete adapters. Each area registers itself through a
 small `setup_<area>()` function; resources are opened in `cleanup_ctx` so they close in
-reverse order on shutdown.
+reverse order on shutdown. The proxy chain is built once every service it needs exists.
 """
 
 from __future__ import annotations
@@ -13,23 +13,89 @@ from aiohttp import web
 
 from gateway import keys
 from gateway.config import GatewayConfig
+from gateway.identity.authn import Authenticator
+from gateway.identity.directory import Directory
+from gateway.identity.passwords import PasswordHasher
+from gateway.identity.service import IdentityService
+from gateway.keyring import derive_key
 from gateway.pipeline.chain import ChainParts, build_proxy_chain
 from gateway.pipeline.entry import ScopeFactory, make_proxy_handler
+from gateway.pipeline.stages.authorize import Authorizer, MembershipAuthorizer
 from gateway.proxy.clientip import TrustedProxies
 from gateway.proxy.forward import Forwarder, open_upstream_session
 from gateway.proxy.headers import OwnedHeaders
 from gateway.proxy.routes import RouteTable
+from gateway.sessions.cookies import cookie_name
+from gateway.sessions.service import SessionService
+from gateway.storage.memory.bus import MemoryChangeBus
 from gateway.storage.sqlite.database import SqliteDatabase
-from gateway.storage.state import StateDir, open_state_dir
+from gateway.storage.sqlite.identity import SqliteIdentityStore
+from gateway.storage.sqlite.sessions import SqliteSessionStore
+from gateway.storage.state import StateDir, ensure_master_key, open_state_dir
+from gateway.web.admin import setup_admin_api
+from gateway.web.auth_api import setup_auth_api
+from gateway.web.common import AUTH_SERVICES, AuthServices
 from gateway.web.health import Readiness, healthz, make_readyz
+from gateway.web.hosted import setup_hosted_pages
 
 PROXY_HANDLER = web.AppKey("gateway_proxy_handler", object)
 
 
-def setup_storage(app: web.Application, config: GatewayConfig) -> None:
-    """Opens the embedded SQLite database and migrates it (the embedded default migrates itself)."""
+def scope_factory(config: GatewayConfig) -> ScopeFactory:
+    """How every request gets its id and client address."""
+    names = config.headers.resolved_names()
+    return ScopeFactory(TrustedProxies(config.trusted_proxies), names["request_id"])
 
-    async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+
+async def open_auth_services(
+    app: web.Application, config: GatewayConfig, db: SqliteDatabase
+) -> AuthServices:
+    """Identity, sessions and the caches in front of them, over the embedded stores."""
+    bus = MemoryChangeBus()
+    app[keys.BUS] = bus
+    hasher = PasswordHasher()
+    app[keys.HASHER] = hasher
+    identity = IdentityService(SqliteIdentityStore(db), hasher)
+    master = ensure_master_key(app[keys.STATE])
+    sessions = SessionService(
+        SqliteSessionStore(db), bus, config.cookie, derive_key(master, "csrf")
+    )
+    directory = Directory(identity)
+    bus.subscribe(directory.on_change)
+    return AuthServices(
+        identity=identity,
+        sessions=sessions,
+        directory=directory,
+        authenticator=Authenticator(identity, directory, sessions, config.cookie),
+        cookie=config.cookie,
+        public_origin=config.public_origin,
+        scopes=scope_factory(config),
+    )
+
+
+def build_chain_parts(
+    config: GatewayConfig, services: AuthServices, authorizer: Authorizer
+) -> ChainParts:
+    """Everything the proxy chain needs, from the configuration and the services."""
+    names = config.headers.resolved_names()
+    return ChainParts(
+        routes=RouteTable(config.upstreams),
+        owned_headers=OwnedHeaders(names.values()),
+        header_names=names,
+        session_cookie=cookie_name(config.cookie),
+        max_header_bytes=config.limits.max_header_bytes,
+        tenancy=config.tenancy,
+        authenticator=services.authenticator,
+        sessions=services.sessions,
+        authorizer=authorizer,
+        public_origin=config.public_origin,
+    )
+
+
+def setup_services(app: web.Application, config: GatewayConfig) -> None:
+    """Opens the stores and services, then builds the proxy chain over them."""
+
+    async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         db = await SqliteDatabase.open(app[keys.STATE].database)
         app[keys.DATABASE] = db
 
@@ -37,43 +103,35 @@ def setup_storage(app: web.Application, config: GatewayConfig) -> None:
             await db.fetchone("SELECT 1")
 
         app[keys.READINESS].add("database", db_ready)
-        try:
-            yield
-        finally:
-            await db.close()
-
-    app.cleanup_ctx.append(storage_ctx)
-
-
-def setup_proxy(app: web.Application, config: GatewayConfig) -> None:
-    """The route table, the stage chain and the pooled upstream client."""
-    names = config.headers.resolved_names()
-    owned = OwnedHeaders(names.values())
-    table = RouteTable(config.upstreams)
-    app[keys.ROUTES] = table
-    chain = build_proxy_chain(
-        ChainParts(
-            routes=table,
-            owned_headers=owned,
-            request_id_header=names["request_id"],
-            max_header_bytes=config.limits.max_header_bytes,
-        )
-    )
-    app[keys.CHAIN] = chain
-    factory = ScopeFactory(TrustedProxies(config.trusted_proxies), names["request_id"])
-
-    async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+        services = await open_auth_services(app, config, db)
+        app[AUTH_SERVICES] = services
         session = await open_upstream_session()
         forwarder = Forwarder(session)
-        app[keys.UPSTREAM_SESSION] = session
-        app[keys.FORWARDER] = forwarder
-        app[PROXY_HANDLER] = make_proxy_handler(factory, chain, forwarder, session)
+        chain = build_proxy_chain(build_chain_parts(config, services, MembershipAuthorizer()))
+        app[keys.CHAIN] = chain
+        app[PROXY_HANDLER] = make_proxy_handler(services.scopes, chain, forwarder, session)
         try:
             yield
         finally:
             await session.close()
+            services.sessions.close()
+            await app[keys.HASHER].close()
+            await db.close()
 
-    app.cleanup_ctx.append(upstream_ctx)
+    app.cleanup_ctx.append(services_ctx)
+
+
+def setup_gateway_endpoints(app: web.Application) -> None:
+    """`/.gateway/*` endpoints served by the gateway itself (registered before the proxy)."""
+    app.router.add_get("/.gateway/healthz", healthz)
+    app.router.add_get("/.gateway/readyz", make_readyz(app[keys.READINESS]))
+    setup_auth_api(app)
+    setup_hosted_pages(app)
+    setup_admin_api(app)
+
+
+def setup_proxy_route(app: web.Application) -> None:
+    """The catch-all route: every other path goes through the proxy chain."""
 
     async def proxy(request: web.Request) -> web.StreamResponse:
         handler = request.app[PROXY_HANDLER]
@@ -82,19 +140,13 @@ def setup_proxy(app: web.Application, config: GatewayConfig) -> None:
     app.router.add_route("*", "/{tail:.*}", proxy)
 
 
-def setup_gateway_endpoints(app: web.Application) -> None:
-    """`/.gateway/*` endpoints served by the gateway itself (registered before the proxy)."""
-    app.router.add_get("/.gateway/healthz", healthz)
-    app.router.add_get("/.gateway/readyz", make_readyz(app[keys.READINESS]))
-
-
 def build_app(config: GatewayConfig, state: StateDir | None = None) -> web.Application:
     """The whole gateway as an aiohttp Application, ready for a runner."""
     app = web.Application(client_max_size=1024 * 1024)
     app[keys.CONFIG] = config
     app[keys.STATE] = state or open_state_dir(config.state_dir)
     app[keys.READINESS] = Readiness()
-    setup_storage(app, config)
+    setup_services(app, config)
     setup_gateway_endpoints(app)
-    setup_proxy(app, config)
+    setup_proxy_route(app)
     return app

@@ -6,9 +6,11 @@ import aiohttp
 from aiohttp import web
 
 from gateway.config import GatewayConfig
+from gateway.identity.passwords import PasswordHasher
 from gateway.pipeline.stages.base import Stage
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.routes import RouteTable
+from gateway.storage.memory.bus import MemoryChangeBus
 from gateway.storage.sqlite.database import SqliteDatabase
 from gateway.storage.state import StateDir
 from gateway.web.health import Readiness
@@ -21,3 +23,5 @@ UPSTREAM_SESSION = web.AppKey("gateway_upstream_session", aiohttp.ClientSession)
 FORWARDER = web.AppKey("gateway_forwarder", Forwarder)
 CHAIN: web.AppKey[tuple[Stage, ...]] = web.AppKey("gateway_chain")
 READINESS = web.AppKey("gateway_readiness", Readiness)
+BUS = web.AppKey("gateway_bus", MemoryChangeBus)
+HASHER = web.AppKey("gateway_hasher", PasswordHasher)

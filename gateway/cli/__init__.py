@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from gateway import __version__
+from gateway.cli.bootstrap import operators_group, tenants_group, users_group
 from gateway.cli.config_cmd import config_group
 from gateway.cli.demo import demo
 from gateway.cli.serve import migrate, serve
@@ -25,3 +26,6 @@ main.add_command(serve)
 main.add_command(demo)
 main.add_command(migrate)
 main.add_command(config_group)
+main.add_command(tenants_group)
+main.add_command(users_group)
+main.add_command(operators_group)

@@ -9,6 +9,9 @@ import click
 from aiohttp import web
 
 from gateway.cli.common import fail, read_config
+from gateway.cli.services import open_cli_services
+from gateway.config import GatewayConfig
+from gateway.demo.seed import DemoAccount, seed_demo
 from gateway.demo.upstream import build_demo_upstream
 from gateway.observability.logs import configure_logging
 from gateway.runtime import install_uvloop, serve, start_site
@@ -30,16 +33,26 @@ def demo_overrides(listen: str, upstream_url: str) -> dict[str, object]:
     }
 
 
-def banner(bound: str) -> str:
+def banner(bound: str, accounts: list[DemoAccount]) -> str:
     """What to do next, printed once the gateway listens."""
     base = f"http://{bound}"
-    return (
-        f"\n  gateway demo is running: open {base}/\n"
-        f"  a public page:          {base}/public/\n"
-        f"  health:                 {base}/.gateway/healthz\n"
-        "  The page behind the gateway shows every header it received.\n"
-        "  Press Ctrl+C to stop.\n"
-    )
+    lines = [
+        f"\n  gateway demo is running: open {base}/",
+        "  Sign in as (passwords are new at every start):",
+        *(f"    {a.role:7} {a.email}  password: {a.password}" for a in accounts),
+        f"  a public page:          {base}/public/",
+        f"  your session (JSON):    {base}/.gateway/auth/session",
+        f"  sign out:               {base}/.gateway/logout",
+        "  The page behind the gateway shows every header it received.",
+        "  Press Ctrl+C to stop.\n",
+    ]
+    return "\n".join(lines)
+
+
+async def seed(config: GatewayConfig) -> list[DemoAccount]:
+    """The demo tenant and users, with fresh passwords."""
+    async with open_cli_services(config) as services:
+        return await seed_demo(services.identity)
 
 
 async def run_demo(listen: str, state_dir: Path | None) -> None:
@@ -51,7 +64,12 @@ async def run_demo(listen: str, state_dir: Path | None) -> None:
     )
     configure_logging(config.logging.level, "text")
     open_state_dir(config.state_dir)
-    await serve(config, on_ready=lambda bound: click.echo(banner(bound)), extra_cleanup=[upstream])
+    accounts = await seed(config)
+    await serve(
+        config,
+        on_ready=lambda bound: click.echo(banner(bound, accounts)),
+        extra_cleanup=[upstream],
+    )
 
 
 @click.command()

@@ -22,7 +22,7 @@ __all__ = [
 class IdentityError(Exception):
     """Base class: a refused identity operation with a stable `code` and an HTTP `status`."""
 
-    code: ClassVar[str] = "identity_error"
+    code: ClassVar[str] = "identity-error"
     status: ClassVar[int] = 400
 
     def __init__(self, message: str) -> None:
@@ -33,7 +33,7 @@ class IdentityError(Exception):
 class InvalidInput(IdentityError):
     """A field failed validation (422). `field` names it (`email`, `tenant`, `roles`, ...)."""
 
-    code = "invalid_input"
+    code = "invalid-input"
     status = 422
 
     def __init__(self, field: str, message: str) -> None:
@@ -44,7 +44,7 @@ class InvalidInput(IdentityError):
 class PasswordRejected(IdentityError):
     """The password policy refused a new password (422); the message comes from the policy."""
 
-    code = "password_rejected"
+    code = "password-rejected"
     status = 422
 
 
@@ -72,7 +72,7 @@ class NotFound(IdentityError):
     """The object does not exist in the given tenant (404); another tenant's object is
     indistinguishable from a missing one. `what` names the kind of object."""
 
-    code = "not_found"
+    code = "not-found"
     status = 404
 
     def __init__(self, what: str) -> None:
@@ -88,7 +88,7 @@ class InvitationInvalid(IdentityError):
     because an unknown token was never "gone" and we do not tell the cases apart.
     """
 
-    code = "invitation_invalid"
+    code = "invitation-invalid"
     status = 400
 
     def __init__(self) -> None:

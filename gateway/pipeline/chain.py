@@ -1,41 +1,49 @@
 """The request pipeline as data: the ordered stages every proxied request passes.
 
 The order is the security argument, so it lives in one function and a test asserts it:
-the head is vetted before anything is read, the path is normalized before any decision,
-client-supplied identity is stripped before anything could trust it, the tenant and the
-principal are known before the rate limit and the policy use them, and identity is injected
-only after the policy allowed the request.
+the head is vetted before anything is read; the path is normalized before any decision;
+client-supplied identity is stripped before anything could trust it; the tenant the request
+names is known (and a `/t/{slug}` prefix removed) before the route is chosen; the principal
+is established before CSRF, rate limit and policy use it; identity is injected only after
+the policy allowed the request.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.config import TenancyConfig
+from gateway.identity.authn import Authenticator
+from gateway.pipeline.stages.authorize import Authorize, Authorizer
 from gateway.pipeline.stages.base import Stage
+from gateway.pipeline.stages.csrf import CheckCsrf
 from gateway.pipeline.stages.head import CheckRequestHead
-from gateway.pipeline.stages.identity import (
-    Authorize,
-    CheckCsrf,
-    EnforceRateLimit,
-    InjectIdentity,
-    LoadPrincipal,
-    ResolveTenant,
-)
+from gateway.pipeline.stages.inject import InjectIdentity
 from gateway.pipeline.stages.normalize import NormalizePath
+from gateway.pipeline.stages.principal import LoadPrincipal
+from gateway.pipeline.stages.ratelimit import EnforceRateLimit
 from gateway.pipeline.stages.route import MatchRoute
 from gateway.pipeline.stages.strip import StripIdentityHeaders
+from gateway.pipeline.stages.tenant import ResolveTenant
 from gateway.proxy.headers import OwnedHeaders
 from gateway.proxy.routes import RouteTable
+from gateway.sessions.service import SessionService
 
 
 @dataclass(frozen=True, slots=True)
 class ChainParts:
-    """The services the stages need, gathered by the composition root."""
+    """The services and settings the stages need, gathered by the composition root."""
 
     routes: RouteTable
     owned_headers: OwnedHeaders
-    request_id_header: str
+    header_names: dict[str, str]
+    session_cookie: str
     max_header_bytes: int
+    tenancy: TenancyConfig
+    authenticator: Authenticator
+    sessions: SessionService
+    authorizer: Authorizer
+    public_origin: str | None
 
 
 def build_proxy_chain(parts: ChainParts) -> tuple[Stage, ...]:
@@ -43,12 +51,14 @@ def build_proxy_chain(parts: ChainParts) -> tuple[Stage, ...]:
     return (
         CheckRequestHead(parts.max_header_bytes),
         NormalizePath(),
-        StripIdentityHeaders(parts.owned_headers, parts.request_id_header),
+        StripIdentityHeaders(
+            parts.owned_headers, parts.header_names["request_id"], parts.session_cookie
+        ),
+        ResolveTenant(parts.tenancy),
         MatchRoute(parts.routes),
-        ResolveTenant(),
-        LoadPrincipal(),
-        CheckCsrf(),
+        LoadPrincipal(parts.authenticator),
+        CheckCsrf(parts.sessions, parts.public_origin),
         EnforceRateLimit(),
-        Authorize(),
-        InjectIdentity(),
+        Authorize(parts.authorizer),
+        InjectIdentity(parts.header_names),
     )

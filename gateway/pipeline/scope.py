@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.pipeline.reasons import Decision
+
 if TYPE_CHECKING:
+    from gateway.identity.principal import Principal
     from gateway.proxy.routes import Route
 
 
@@ -31,9 +34,9 @@ class RequestScope:
     route: Route | None = None
     public: bool = False
     upstream_headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
-    tenant: Any = None
-    principal: Any = None
-    decision: Any = None
+    tenant_slug: str | None = None
+    principal: Principal | None = None
+    decision: Decision | None = None
     websocket: bool = False
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gateway.audit.events import AuditEvent
+from gateway.audit.events import Actor, AuditEvent, RequestContext
 
 AuthMethod = Literal["password", "oidc"]
 
@@ -71,3 +71,20 @@ class SessionRecord:
 def with_session_ids(event: AuditEvent, ids: Sequence[str]) -> AuditEvent:
     """`event` with the revoked public session ids added to its details (never tokens)."""
     return dataclasses.replace(event, details={**event.details, "session_ids": list(ids)})
+
+
+def session_event(
+    ts: float,
+    action: str,
+    actor: Actor,
+    ctx: RequestContext,
+    tenant_id: str | None,
+    target: str,
+    details: dict[str, Any],
+) -> AuditEvent:
+    """An audit event about sessions; details that are None are left out."""
+    kept = {k: v for k, v in details.items() if v is not None}
+    return AuditEvent(
+        action=action, actor=actor, tenant_id=tenant_id, target=target, context=ctx,
+        details=kept, ts=ts,
+    )  # fmt: skip

@@ -2,30 +2,44 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from gateway.app import build_chain_parts, open_auth_services
 from gateway.config import load_config
-from gateway.pipeline.chain import ChainParts, build_proxy_chain
+from gateway.pipeline.chain import build_proxy_chain
 from gateway.pipeline.reasons import Reason
 from gateway.pipeline.responses import STATUS_BY_REASON
-from gateway.proxy.headers import OwnedHeaders
-from gateway.proxy.routes import RouteTable
+from gateway.pipeline.stages.authorize import MembershipAuthorizer
+from gateway.storage.sqlite.database import SqliteDatabase
+from gateway.storage.state import open_state_dir
 
 
-def test_stages_run_in_the_documented_order() -> None:
-    config = load_config(None, env={}, overrides={"upstreams": [{"name": "a", "url": "http://x"}]})
-    chain = build_proxy_chain(
-        ChainParts(
-            routes=RouteTable(config.upstreams),
-            owned_headers=OwnedHeaders(),
-            request_id_header="X-Request-Id",
-            max_header_bytes=16384,
-        )
+async def test_stages_run_in_the_documented_order(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from gateway import keys
+
+    config = load_config(
+        None,
+        env={},
+        overrides={"upstreams": [{"name": "a", "url": "http://x"}], "state_dir": str(tmp_path)},
     )
+    app = web.Application()
+    app[keys.STATE] = open_state_dir(tmp_path)
+    db = await SqliteDatabase.open(app[keys.STATE].database)
+    try:
+        services = await open_auth_services(app, config, db)
+        chain = build_proxy_chain(build_chain_parts(config, services, MembershipAuthorizer()))
+        services.sessions.close()
+        await app[keys.HASHER].close()
+    finally:
+        await db.close()
     assert [stage.name for stage in chain] == [
         "CheckRequestHead",
         "NormalizePath",
         "StripIdentityHeaders",
-        "MatchRoute",
         "ResolveTenant",
+        "MatchRoute",
         "LoadPrincipal",
         "CheckCsrf",
         "EnforceRateLimit",

@@ -1,0 +1,111 @@
+"""Establishing the principal of a request from its credentials.
+
+Shared by the proxy's `LoadPrincipal` stage and the gateway's own API handlers, so both apply
+exactly the same rules: an API key binds the request to the key's tenant; a session cookie to
+the tenant the request names (or the session's default), and only if the user is a member.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.config import CookieConfig
+from gateway.identity.directory import Directory
+from gateway.identity.principal import Principal
+from gateway.identity.service import IdentityService
+from gateway.pipeline.reasons import Deny, Reason
+from gateway.sessions.cookies import read_session_token
+from gateway.sessions.models import SessionRecord
+from gateway.sessions.service import SessionService
+
+API_KEY_PREFIX = "gw_"
+
+
+def bearer_api_key(request: web.BaseRequest) -> str | None:
+    """The `gw_…` API key of an `Authorization: Bearer` header, if that is what it holds."""
+    values = request.headers.getall("Authorization", [])
+    if len(values) != 1:
+        return None
+    scheme, _, credential = values[0].strip().partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential.startswith(API_KEY_PREFIX):
+        return None
+    return credential
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticator:
+    """Turns a request's credentials into a `Principal`, a `Deny`, or None (anonymous)."""
+
+    identity: IdentityService
+    directory: Directory
+    sessions: SessionService
+    cookie: CookieConfig
+
+    async def authenticate(
+        self, request: web.BaseRequest, tenant_slug: str | None
+    ) -> Principal | Deny | None:
+        """The caller as a principal acting in the named tenant (None: the default one).
+
+        Store failures propagate (`StoreUnavailable` and kin): the caller answers 503.
+        """
+        if len(request.headers.getall("Authorization", [])) > 1:
+            # SECURITY: two credentials could be read differently by different layers.
+            return Deny(Reason.BAD_REQUEST, "more than one Authorization header")
+        api_key = bearer_api_key(request)
+        if api_key is not None:
+            return await self._from_api_key(api_key, tenant_slug)
+        token = read_session_token(request, self.cookie)
+        if token is None:
+            return None
+        record = await self.sessions.authenticate(token)
+        # SECURITY: a half-session (password done, MFA pending) reaches nothing but the MFA step.
+        if record is None or record.mfa_pending:
+            return None
+        return await self.from_session(record, tenant_slug)
+
+    async def _from_api_key(self, token: str, tenant_slug: str | None) -> Principal | Deny:
+        found = await self.identity.authenticate_api_key(token)
+        if found is None:
+            # SECURITY: a presented but invalid key is refused, never treated as anonymous.
+            return Deny(Reason.UNAUTHENTICATED, "invalid API key")
+        # SECURITY: a key is bound to its tenant; naming another tenant is tenant confusion.
+        if tenant_slug is not None and tenant_slug != found.tenant.slug:
+            return Deny(Reason.NOT_A_MEMBER)
+        return Principal(
+            kind="service_account",
+            id=found.service_account.id,
+            email=None,
+            tenant=found.tenant,
+            roles=found.roles,
+            auth_method="api_key",
+            key_id=found.key_id,
+        )
+
+    async def from_session(
+        self, record: SessionRecord, tenant_slug: str | None
+    ) -> Principal | Deny:
+        """The principal of a valid session, acting in the named or the default tenant."""
+        if tenant_slug is not None:
+            tenant = await self.directory.tenant_by_slug(tenant_slug)
+        else:
+            tenant = await self.directory.tenant_by_id(record.tenant_id)
+        if tenant is None:
+            return Deny(Reason.TENANT_UNKNOWN)
+        roles = await self.directory.roles(tenant.id, record.user_id)
+        user = await self.directory.user(record.user_id)
+        # SECURITY: membership of the resolved tenant is required; anything else is 403.
+        if not roles or user is None:
+            return Deny(Reason.NOT_A_MEMBER)
+        return Principal(
+            kind="user",
+            id=user.id,
+            email=user.email,
+            tenant=tenant,
+            roles=roles,
+            auth_method="session",
+            session=record,
+            is_operator=await self.directory.is_operator(user.id),
+        )

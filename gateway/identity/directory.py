@@ -1,0 +1,99 @@
+"""Short-lived caches of tenants, users and memberships for the hot path.
+
+A proxied request must not query the database for the tenant, the user's email and their
+roles on every call. Entries live at most `ttl` seconds (so a change made by another process
+is seen within that bound even without the change bus) and are dropped at once when the
+bus announces a change. Negative answers are cached too, for the same bound, so that a flood
+of unknown slugs cannot turn into a flood of queries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+from gateway.identity.models import Tenant, User
+from gateway.identity.service import IdentityService
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+MEMBERSHIP_CHANGED = "member.changed"  # {"tenant_id": str, "user_id": str}
+TENANT_CHANGED = "tenant.changed"  # {"tenant_id": str}
+
+
+class TtlCache(Generic[K, V]):
+    """An LRU map whose entries expire `ttl` seconds after they were loaded."""
+
+    def __init__(self, ttl: float, max_entries: int, clock: Callable[[], float]) -> None:
+        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.clock = clock
+
+    async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
+        """The cached value if fresh, else `load()`'s result (cached, even when None)."""
+        now = self.clock()
+        hit = self._data.get(key)
+        if hit is not None and now - hit[0] < self.ttl:
+            self._data.move_to_end(key)
+            return hit[1]
+        value = await load()
+        self._data[key] = (now, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.max_entries:
+            self._data.popitem(last=False)
+        return value
+
+    def drop(self, predicate: Callable[[K], bool]) -> None:
+        """Forgets every entry whose key matches."""
+        for key in [k for k in self._data if predicate(k)]:
+            del self._data[key]
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+class Directory:
+    """Cached reads of the identity service for the request path."""
+
+    def __init__(
+        self, identity: IdentityService, ttl: float = 1.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.identity = identity
+        self._slugs: TtlCache[str, Tenant | None] = TtlCache(ttl, 10_000, clock)
+        self._tenants: TtlCache[str, Tenant | None] = TtlCache(ttl, 10_000, clock)
+        self._users: TtlCache[str, User | None] = TtlCache(ttl, 50_000, clock)
+        self._roles: TtlCache[tuple[str, str], tuple[str, ...] | None] = TtlCache(
+            ttl, 100_000, clock
+        )
+        self._operators: TtlCache[str, bool] = TtlCache(ttl, 10_000, clock)
+
+    async def tenant_by_slug(self, slug: str) -> Tenant | None:
+        return await self._slugs.get(slug, lambda: self.identity.tenant_by_slug(slug))
+
+    async def tenant_by_id(self, tenant_id: str) -> Tenant | None:
+        return await self._tenants.get(tenant_id, lambda: self.identity.tenant_by_id(tenant_id))
+
+    async def user(self, user_id: str) -> User | None:
+        return await self._users.get(user_id, lambda: self.identity.user_by_id(user_id))
+
+    async def roles(self, tenant_id: str, user_id: str) -> tuple[str, ...] | None:
+        """The user's roles in the tenant; None when they are not a member."""
+        return await self._roles.get(
+            (tenant_id, user_id), lambda: self.identity.membership_roles(tenant_id, user_id)
+        )
+
+    async def is_operator(self, user_id: str) -> bool:
+        return await self._operators.get(user_id, lambda: self.identity.is_operator(user_id))
+
+    async def on_change(self, topic: str, payload: Mapping[str, Any]) -> None:
+        """Change-bus subscriber: drops what the announced change affects."""
+        if topic == MEMBERSHIP_CHANGED:
+            key = (payload.get("tenant_id"), payload.get("user_id"))
+            self._roles.drop(lambda k: k == key)
+        elif topic == TENANT_CHANGED:
+            self._slugs.clear()
+            self._tenants.drop(lambda k: k == payload.get("tenant_id"))

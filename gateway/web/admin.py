@@ -1,0 +1,220 @@
+"""The admin API (`/.gateway/admin/v1`) for what identity owns: invitations, service accounts,
+API keys and member roles.
+
+Callers authenticate like any request (session cookie or API key; cookie mutations need the
+CSRF proof). A tenant `admin` manages their own tenant; an `operator` manages every tenant.
+Another tenant's object answers 404, exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from gateway.audit.events import Actor, RequestContext
+from gateway.identity.errors import IdentityError, InvalidInput
+from gateway.identity.models import ApiKey, ServiceAccount, Tenant
+from gateway.identity.principal import Principal
+from gateway.pipeline.responses import json_error
+from gateway.storage.ports import StoreUnavailable
+from gateway.web.common import (
+    AUTH_SERVICES,
+    AuthServices,
+    BadBody,
+    error_response,
+    read_json_object,
+    request_context,
+    required_string,
+)
+from gateway.web.csrf import csrf_ok
+
+PREFIX = "/.gateway/admin/v1"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Refused(Exception):
+    """The caller may not do this; carries the response to send."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def actor_of(principal: Principal) -> Actor:
+    """The audit actor of an admin request."""
+    if principal.kind == "service_account":
+        return Actor("service_account", principal.id)
+    return Actor("operator" if principal.is_operator else "user", principal.id)
+
+
+async def admin_principal(services: AuthServices, request: web.Request) -> Principal:
+    """The authenticated caller of an admin request (CSRF-checked for cookies), or Refused."""
+    found = await services.authenticator.authenticate(request, None)
+    if not isinstance(found, Principal):
+        raise Refused(json_error(401, "unauthenticated", "authentication required"))
+    session = found.session
+    # SECURITY: cookie-authenticated admin mutations must prove same-origin intent.
+    if session is not None and not csrf_ok(
+        request, session, services.sessions, services.public_origin
+    ):
+        raise Refused(json_error(403, "csrf", "cross-site request refused"))
+    return found
+
+
+async def managed_tenant(services: AuthServices, principal: Principal, ref: str) -> Tenant:
+    """The tenant `ref` (slug or id) if the principal administers it, else Refused(404/403)."""
+    tenant = await services.directory.tenant_by_slug(ref) or await services.directory.tenant_by_id(
+        ref
+    )
+    if tenant is None:
+        raise Refused(json_error(404, "not-found", "tenant not found"))
+    if principal.is_operator:
+        return tenant
+    if tenant.id != principal.tenant.id:
+        # SECURITY: another tenant is indistinguishable from a missing one.
+        raise Refused(json_error(404, "not-found", "tenant not found"))
+    if "admin" not in principal.roles:
+        raise Refused(json_error(403, "policy-deny", "tenant admin role required"))
+    return tenant
+
+
+def guarded(
+    handler: Callable[
+        [web.Request, AuthServices, Principal, RequestContext], Awaitable[web.StreamResponse]
+    ],
+) -> Handler:
+    """Wraps an admin handler with authentication and the error mapping."""
+
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        services = request.app[AUTH_SERVICES]
+        ctx = request_context(services.scope(request))
+        try:
+            principal = await admin_principal(services, request)
+            return await handler(request, services, principal, ctx)
+        except Refused as refused:
+            return refused.response
+        except (IdentityError, BadBody) as exc:
+            return error_response(exc)
+        except StoreUnavailable:
+            return json_error(503, "store-unavailable", "a backing store is unavailable")
+
+    return wrapper
+
+
+def target_tenant(request: web.Request, principal: Principal) -> str:
+    """`?tenant=` (slug or id) for operators acting elsewhere, else the caller's tenant."""
+    return request.query.get("tenant") or principal.tenant.id
+
+
+def account_view(account: ServiceAccount) -> dict[str, Any]:
+    return {
+        "id": account.id,
+        "tenant_id": account.tenant_id,
+        "name": account.name,
+        "roles": list(account.roles),
+        "created_at": account.created_at,
+    }
+
+
+def key_view(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "service_account_id": key.service_account_id,
+        "created_at": key.created_at,
+        "expires_at": key.expires_at,
+        "revoked_at": key.revoked_at,
+    }
+
+
+def roles_field(body: dict[str, Any], name: str = "roles") -> list[str]:
+    value = body.get(name)
+    if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+        raise BadBody(f"`{name}` must be a list of role names", 422)
+    return value
+
+
+@guarded
+async def create_invitation(
+    request: web.Request, services: AuthServices, principal: Principal, ctx: RequestContext
+) -> web.StreamResponse:
+    """`POST /tenants/{t}/invitations {email, role}` → 201 {invitation, expires_at}."""
+    tenant = await managed_tenant(services, principal, request.match_info["t"])
+    body = await read_json_object(request)
+    email, role = required_string(body, "email"), required_string(body, "role")
+    token, invitation = await services.identity.create_invitation(
+        tenant.id, email, role, actor_of(principal), ctx
+    )
+    return web.json_response(
+        {"invitation": token, "id": invitation.id, "expires_at": invitation.expires_at},
+        status=201,
+    )
+
+
+@guarded
+async def create_service_account(
+    request: web.Request, services: AuthServices, principal: Principal, ctx: RequestContext
+) -> web.StreamResponse:
+    """`POST /tenants/{t}/service-accounts {name, roles}` → 201 the account."""
+    tenant = await managed_tenant(services, principal, request.match_info["t"])
+    body = await read_json_object(request)
+    name = required_string(body, "name")
+    account = await services.identity.create_service_account(
+        tenant.id, name, roles_field(body), actor_of(principal), ctx
+    )
+    return web.json_response(account_view(account), status=201)
+
+
+@guarded
+async def list_service_accounts(
+    request: web.Request, services: AuthServices, principal: Principal, ctx: RequestContext
+) -> web.StreamResponse:
+    """`GET /tenants/{t}/service-accounts` → 200 {service_accounts: [...]}."""
+    tenant = await managed_tenant(services, principal, request.match_info["t"])
+    accounts = await services.identity.service_accounts(tenant.id)
+    return web.json_response({"service_accounts": [account_view(a) for a in accounts]})
+
+
+def expiry_field(body: dict[str, Any]) -> float | None:
+    value = body.get("expires_at")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput("expires_at", "`expires_at` must be a Unix timestamp")
+    return float(value)
+
+
+@guarded
+async def create_api_key(
+    request: web.Request, services: AuthServices, principal: Principal, ctx: RequestContext
+) -> web.StreamResponse:
+    """`POST /service-accounts/{id}/keys {expires_at?}` → 201 {id, key (shown once), …}."""
+    tenant = await managed_tenant(services, principal, target_tenant(request, principal))
+    body = await read_json_object(request) if request.body_exists else {}
+    plaintext, key = await services.identity.create_api_key(
+        tenant.id, request.match_info["id"], expiry_field(body), actor_of(principal), ctx
+    )
+    return web.json_response({**key_view(key), "key": plaintext}, status=201)
+
+
+@guarded
+async def revoke_api_key(
+    request: web.Request, services: AuthServices, principal: Principal, ctx: RequestContext
+) -> web.StreamResponse:
+    """`DELETE /keys/{id}` → 204; another tenant's key is 404."""
+    tenant = await managed_tenant(services, principal, target_tenant(request, principal))
+    await services.identity.revoke_api_key(
+        tenant.id, request.match_info["id"], actor_of(principal), ctx
+    )
+    return web.Response(status=204)
+
+
+def setup_admin_api(app: web.Application) -> None:
+    """Registers the identity part of the admin API."""
+    app.router.add_post(f"{PREFIX}/tenants/{{t}}/invitations", create_invitation)
+    app.router.add_post(f"{PREFIX}/tenants/{{t}}/service-accounts", create_service_account)
+    app.router.add_get(f"{PREFIX}/tenants/{{t}}/service-accounts", list_service_accounts)
+    app.router.add_post(f"{PREFIX}/service-accounts/{{id}}/keys", create_api_key)
+    app.router.add_delete(f"{PREFIX}/keys/{{id}}", revoke_api_key)

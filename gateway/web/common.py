@@ -1,0 +1,101 @@
+"""What the gateway's own handlers share: services, JSON bodies, request context."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from gateway.audit.events import RequestContext
+from gateway.config import CookieConfig
+from gateway.identity.authn import Authenticator
+from gateway.identity.directory import Directory
+from gateway.identity.errors import IdentityError
+from gateway.identity.service import IdentityService
+from gateway.pipeline.entry import ScopeFactory
+from gateway.pipeline.responses import json_error
+from gateway.pipeline.scope import SCOPE_KEY, RequestScope
+from gateway.sessions.service import SessionService
+
+MAX_JSON_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AuthServices:
+    """The identity and session services the `/.gateway/*` handlers use."""
+
+    identity: IdentityService
+    sessions: SessionService
+    directory: Directory
+    authenticator: Authenticator
+    cookie: CookieConfig
+    public_origin: str | None
+    scopes: ScopeFactory
+
+    def scope(self, request: web.Request) -> RequestScope:
+        """The request's scope (id, client IP through trusted proxies), created once."""
+        existing = request.get(SCOPE_KEY)
+        return existing if existing is not None else self.scopes.create(request)
+
+
+AUTH_SERVICES = web.AppKey("gateway_auth_services", AuthServices)
+
+
+class BadBody(Exception):
+    """The request body is not the JSON object (or form) the endpoint needs."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object, bounded in size; raises BadBody (400/413/415)."""
+    if request.content_type != "application/json":
+        # SECURITY: a cross-site HTML form cannot send application/json without CORS preflight.
+        raise BadBody("the body must be application/json", 415)
+    if (request.content_length or 0) > MAX_JSON_BYTES:
+        raise BadBody("the body is too large", 413)
+    raw = await request.content.read(MAX_JSON_BYTES + 1)
+    if len(raw) > MAX_JSON_BYTES:
+        raise BadBody("the body is too large", 413)
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadBody("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadBody("the body must be a JSON object")
+    return body
+
+
+def required_string(body: dict[str, Any], name: str) -> str:
+    """A string member of a JSON body; raises BadBody (422) when missing or mistyped."""
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise BadBody(f"`{name}` must be a string", 422)
+    return value
+
+
+def optional_string(body: dict[str, Any], name: str) -> str | None:
+    """A string member of a JSON body, or None when absent; BadBody (422) when mistyped."""
+    return None if body.get(name) is None else required_string(body, name)
+
+
+def request_context(scope: RequestScope) -> RequestContext:
+    """Where a request came from, for audit: client IP, user agent (bounded), request id."""
+    return RequestContext(
+        ip=scope.client_ip,
+        user_agent=scope.request.headers.get("User-Agent", "")[:256] or None,
+        request_id=scope.request_id,
+    )
+
+
+def error_response(exc: IdentityError | BadBody) -> web.Response:
+    """The contract's error body for a refused identity operation or a bad body."""
+    if isinstance(exc, BadBody):
+        code = {415: "unsupported-media-type", 413: "body-too-large"}.get(exc.status, "bad-request")
+        return json_error(exc.status, code, exc.message)
+    return json_error(exc.status, exc.code, exc.message)

@@ -1,0 +1,300 @@
+"""Conformance suite of the IdentityStore port, run over every adapter.
+
+Only SQLite exists so far; a new adapter adds its name to `ADAPTERS` and a branch in the
+`backend` fixture (a fresh, empty, migrated store per test, plus a way to list audit actions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway.audit.events import Actor, AuditEvent
+from gateway.identity.errors import Conflict, NotFound
+from gateway.identity.models import (
+    ApiKey,
+    Invitation,
+    Membership,
+    ServiceAccount,
+    Tenant,
+    User,
+    new_id,
+)
+from gateway.storage.ports import IdentityStore
+from gateway.storage.sqlite.database import SqliteDatabase
+from gateway.storage.sqlite.identity import SqliteIdentityStore
+
+ADAPTERS = ["sqlite"]
+SYSTEM = Actor("system")
+
+
+@dataclass
+class Backend:
+    store: IdentityStore
+    audit_actions: Callable[[], Awaitable[list[str]]]
+
+
+@pytest.fixture(params=ADAPTERS)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    assert request.param == "sqlite"
+    db = await SqliteDatabase.open(tmp_path / "identity.db")
+
+    async def actions() -> list[str]:
+        rows = await db.fetchall("SELECT action FROM audit_events ORDER BY seq")
+        return [str(row[0]) for row in rows]
+
+    try:
+        yield Backend(SqliteIdentityStore(db), actions)
+    finally:
+        await db.close()
+
+
+@pytest.fixture
+def store(backend: Backend) -> IdentityStore:
+    return backend.store
+
+
+def event(action: str, tenant_id: str | None = None) -> AuditEvent:
+    return AuditEvent(action=action, actor=SYSTEM, tenant_id=tenant_id)
+
+
+async def signup(store: IdentityStore, slug: str, email: str) -> tuple[Tenant, User]:
+    now = time.time()
+    tenant = Tenant(new_id("t"), slug, now)
+    user = User(new_id("u"), email, now)
+    membership = Membership(tenant.id, user.id, ("admin",), now)
+    await store.signup(tenant, user, "hash-of-" + email, membership, event("auth.signup"))
+    return tenant, user
+
+
+async def service_account(store: IdentityStore, tenant: Tenant, name: str = "ci") -> ServiceAccount:
+    account = ServiceAccount(new_id("sa"), tenant.id, name, ("editor",), time.time())
+    await store.create_service_account(account, event("service_account.create", tenant.id))
+    return account
+
+
+async def api_key(store: IdentityStore, account: ServiceAccount) -> ApiKey:
+    key = ApiKey(new_id("key"), account.tenant_id, account.id, time.time())
+    await store.create_api_key(key, "f" * 64, event("apikey.create", account.tenant_id))
+    return key
+
+
+async def test_signup_stores_tenant_user_and_membership(store: IdentityStore) -> None:
+    tenant, user = await signup(store, "acme", "ann@example.com")
+    assert await store.get_tenant(tenant.id) == tenant
+    assert await store.get_tenant_by_slug("acme") == tenant
+    assert await store.get_user(user.id) == user
+    credentials = await store.get_user_by_email("ann@example.com")
+    assert credentials is not None
+    assert credentials.user == user
+    assert credentials.password_hash == "hash-of-ann@example.com"
+    membership = await store.get_membership(tenant.id, user.id)
+    assert membership is not None
+    assert membership.roles == ("admin",)
+
+
+async def test_duplicate_email_is_a_conflict_and_writes_nothing(store: IdentityStore) -> None:
+    await signup(store, "acme", "ann@example.com")
+    with pytest.raises(Conflict) as caught:
+        await signup(store, "other", "ann@example.com")
+    assert caught.value.field == "email"
+    assert await store.get_tenant_by_slug("other") is None
+
+
+async def test_duplicate_slug_is_a_conflict(store: IdentityStore) -> None:
+    await signup(store, "acme", "ann@example.com")
+    with pytest.raises(Conflict) as caught:
+        await signup(store, "acme", "bob@example.com")
+    assert caught.value.field == "tenant"
+    assert await store.get_user_by_email("bob@example.com") is None
+
+
+async def test_racing_signups_with_one_email_have_exactly_one_winner(store: IdentityStore) -> None:
+    results = await asyncio.gather(
+        *(signup(store, f"tenant-{i}", "race@example.com") for i in range(5)),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    losers = [r for r in results if isinstance(r, BaseException)]
+    assert len(winners) == 1
+    assert all(isinstance(r, Conflict) and r.field == "email" for r in losers)
+
+
+async def invite(store: IdentityStore, tenant: Tenant, token_hash: str, expires_in: float) -> str:
+    invitation = Invitation(
+        new_id("inv"), tenant.id, "new@example.com", "editor", time.time() + expires_in
+    )
+    await store.create_invitation(invitation, token_hash, event("invitation.create", tenant.id))
+    return invitation.id
+
+
+async def accept(store: IdentityStore, tenant: Tenant, invitation_id: str, email: str) -> User:
+    user = User(new_id("u"), email, time.time())
+    membership = Membership(tenant.id, user.id, ("editor",), user.created_at)
+    await store.accept_invitation(invitation_id, user, "h", membership, event("auth.signup"))
+    return user
+
+
+async def test_invitation_is_single_use_under_a_race(store: IdentityStore) -> None:
+    tenant, _ = await signup(store, "acme", "ann@example.com")
+    invitation_id = await invite(store, tenant, "a" * 64, 3600)
+    results = await asyncio.gather(
+        *(accept(store, tenant, invitation_id, f"u{i}@example.com") for i in range(4)),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if isinstance(r, User)]
+    assert len(winners) == 1
+    assert all(
+        isinstance(r, Conflict) and r.field == "invitation" for r in results if r not in winners
+    )
+    stored = await store.get_invitation_by_token_hash("a" * 64)
+    assert stored is not None
+    assert stored.accepted_at is not None
+    for i in range(4):
+        found = await store.get_user_by_email(f"u{i}@example.com")
+        assert found is None or found.user == winners[0]  # the losers wrote nothing
+
+
+async def test_expired_invitation_cannot_be_accepted(store: IdentityStore) -> None:
+    tenant, _ = await signup(store, "acme", "ann@example.com")
+    invitation_id = await invite(store, tenant, "b" * 64, -1)
+    with pytest.raises(Conflict):
+        await accept(store, tenant, invitation_id, "late@example.com")
+    assert await store.get_user_by_email("late@example.com") is None
+
+
+async def test_invitation_cannot_be_used_for_another_tenant(store: IdentityStore) -> None:
+    tenant_a, _ = await signup(store, "acme", "ann@example.com")
+    tenant_b, _ = await signup(store, "beta", "bob@example.com")
+    invitation_id = await invite(store, tenant_a, "c" * 64, 3600)
+    with pytest.raises(Conflict):
+        await accept(store, tenant_b, invitation_id, "sneaky@example.com")
+
+
+async def test_memberships_are_per_tenant(store: IdentityStore) -> None:
+    tenant_a, ann = await signup(store, "acme", "ann@example.com")
+    tenant_b, bob = await signup(store, "beta", "bob@example.com")
+    assert await store.get_membership(tenant_b.id, ann.id) is None
+    with pytest.raises(NotFound):
+        await store.set_membership_roles(tenant_b.id, ann.id, ("admin",), event("member.roles"))
+    await store.add_membership(
+        Membership(tenant_b.id, ann.id, ("viewer",), time.time()), event("member.add")
+    )
+    assert [m.tenant_id for m in await store.list_memberships(ann.id)] == [tenant_a.id, tenant_b.id]
+    with pytest.raises(Conflict) as caught:
+        await store.add_membership(
+            Membership(tenant_b.id, ann.id, ("admin",), time.time()), event("member.add")
+        )
+    assert caught.value.field == "membership"
+    await store.set_membership_roles(tenant_b.id, ann.id, ("editor", "viewer"), event("m"))
+    membership = await store.get_membership(tenant_b.id, ann.id)
+    assert membership is not None
+    assert membership.roles == ("editor", "viewer")
+    assert (await store.get_membership(tenant_b.id, bob.id)) is not None
+
+
+async def test_service_accounts_of_one_tenant_are_invisible_to_another(
+    store: IdentityStore,
+) -> None:
+    tenant_a, _ = await signup(store, "acme", "ann@example.com")
+    tenant_b, _ = await signup(store, "beta", "bob@example.com")
+    account = await service_account(store, tenant_a)
+    assert await store.get_service_account(tenant_a.id, account.id) == account
+    assert await store.get_service_account(tenant_b.id, account.id) is None
+    assert await store.list_service_accounts(tenant_b.id) == []
+    assert await store.list_service_accounts(tenant_a.id) == [account]
+    with pytest.raises(Conflict) as caught:
+        await service_account(store, tenant_a, "ci")
+    assert caught.value.field == "service_account"
+    await service_account(store, tenant_b, "ci")  # the same name in another tenant is fine
+
+
+async def test_api_key_of_one_tenant_cannot_be_revoked_through_another(
+    store: IdentityStore,
+) -> None:
+    tenant_a, _ = await signup(store, "acme", "ann@example.com")
+    tenant_b, _ = await signup(store, "beta", "bob@example.com")
+    key = await api_key(store, await service_account(store, tenant_a))
+    with pytest.raises(NotFound):
+        await store.revoke_api_key(tenant_b.id, key.id, time.time(), event("apikey.revoke"))
+    record = await store.get_api_key(key.id)
+    assert record is not None
+    assert record.key.revoked_at is None
+    assert record.key.tenant_id == tenant_a.id
+    assert await store.list_api_keys(tenant_b.id, key.service_account_id) == []
+    revoked = await store.revoke_api_key(tenant_a.id, key.id, 123.0, event("apikey.revoke"))
+    assert revoked.revoked_at == 123.0
+    again = await store.revoke_api_key(tenant_a.id, key.id, 456.0, event("apikey.revoke"))
+    assert again.revoked_at == 123.0
+
+
+async def test_api_key_must_belong_to_a_service_account_of_its_tenant(
+    store: IdentityStore,
+) -> None:
+    tenant_a, _ = await signup(store, "acme", "ann@example.com")
+    tenant_b, _ = await signup(store, "beta", "bob@example.com")
+    account = await service_account(store, tenant_a)
+    key = ApiKey(new_id("key"), tenant_b.id, account.id, time.time())
+    with pytest.raises(NotFound):
+        await store.create_api_key(key, "0" * 64, event("apikey.create"))
+    assert await store.get_api_key(key.id) is None
+
+
+async def test_operators(store: IdentityStore) -> None:
+    _, ann = await signup(store, "acme", "ann@example.com")
+    assert not await store.is_operator(ann.id)
+    await store.grant_operator(ann.id, event("operator.grant"))
+    await store.grant_operator(ann.id, event("operator.grant"))
+    assert await store.is_operator(ann.id)
+
+
+async def test_update_password_hash(store: IdentityStore) -> None:
+    _, ann = await signup(store, "acme", "ann@example.com")
+    await store.update_password_hash(ann.id, "new-hash", event("auth.signin"))
+    credentials = await store.get_user_by_email("ann@example.com")
+    assert credentials is not None
+    assert credentials.password_hash == "new-hash"
+    with pytest.raises(NotFound):
+        await store.update_password_hash("u_missing", "x", event("auth.signin"))
+
+
+async def test_audit_event_is_written_with_the_change(backend: Backend) -> None:
+    store = backend.store
+    await signup(store, "acme", "ann@example.com")
+    assert await backend.audit_actions() == ["auth.signup"]
+
+
+async def test_audit_event_of_a_failed_change_is_rolled_back(backend: Backend) -> None:
+    store = backend.store
+    tenant, ann = await signup(store, "acme", "ann@example.com")
+    with pytest.raises(Conflict):
+        await signup(store, "acme", "bob@example.com")
+    with pytest.raises(NotFound):
+        await store.set_membership_roles(tenant.id, "u_missing", ("admin",), event("member.roles"))
+    with pytest.raises(NotFound):
+        await store.revoke_api_key(tenant.id, "key_missing", 1.0, event("apikey.revoke"))
+    with pytest.raises(Conflict):
+        await store.add_membership(
+            Membership(tenant.id, ann.id, ("viewer",), 1.0), event("member.add")
+        )
+    assert await backend.audit_actions() == ["auth.signup"]
+
+
+async def test_append_audit_records_an_event_alone(backend: Backend) -> None:
+    await backend.store.append_audit(event("auth.signin"))
+    assert await backend.audit_actions() == ["auth.signin"]
+
+
+async def test_lookups_of_missing_rows_return_none(store: IdentityStore) -> None:
+    assert await store.get_tenant("t_missing") is None
+    assert await store.get_tenant_by_slug("missing") is None
+    assert await store.get_user("u_missing") is None
+    assert await store.get_user_by_email("nobody@example.com") is None
+    assert await store.get_invitation_by_token_hash("0" * 64) is None
+    assert await store.get_api_key("key_missing") is None
+    assert await store.list_memberships("u_missing") == []
