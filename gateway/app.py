@@ -7,6 +7,7 @@ reverse order on shutdown. The proxy chain is built once every service it needs 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -20,7 +21,11 @@ from gateway.identity.service import IdentityService
 from gateway.keyring import derive_key
 from gateway.pipeline.chain import ChainParts, build_proxy_chain
 from gateway.pipeline.entry import ScopeFactory, make_proxy_handler
-from gateway.pipeline.stages.authorize import Authorizer, MembershipAuthorizer
+from gateway.pipeline.stages.authorize import Authorizer
+from gateway.policy.authorizer import PolicyAuthorizer
+from gateway.policy.defaults import policy_paths
+from gateway.policy.engine import PolicyEngine
+from gateway.policy.service import TenantRuleService
 from gateway.proxy.clientip import TrustedProxies
 from gateway.proxy.forward import Forwarder, open_upstream_session
 from gateway.proxy.headers import OwnedHeaders
@@ -30,9 +35,11 @@ from gateway.sessions.service import SessionService
 from gateway.storage.memory.bus import MemoryChangeBus
 from gateway.storage.sqlite.database import SqliteDatabase
 from gateway.storage.sqlite.identity import SqliteIdentityStore
+from gateway.storage.sqlite.policy import SqliteTenantRuleStore
 from gateway.storage.sqlite.sessions import SqliteSessionStore
 from gateway.storage.state import StateDir, ensure_master_key, open_state_dir
 from gateway.web.admin import setup_admin_api
+from gateway.web.admin_tenant import setup_admin_tenant_api
 from gateway.web.auth_api import setup_auth_api
 from gateway.web.common import AUTH_SERVICES, AuthServices
 from gateway.web.health import Readiness, healthz, make_readyz
@@ -92,6 +99,16 @@ def build_chain_parts(
     )
 
 
+def open_policy(app: web.Application, config: GatewayConfig, db: SqliteDatabase) -> PolicyEngine:
+    """The Casbin engine over the policy files and the tenants' stored rules."""
+    model, rules = policy_paths(config.policy)
+    store = SqliteTenantRuleStore(db)
+    engine = PolicyEngine.from_files(model, rules, store=store)
+    app[keys.POLICY] = engine
+    app[keys.TENANT_RULES] = TenantRuleService(store, engine)
+    return engine
+
+
 def setup_services(app: web.Application, config: GatewayConfig) -> None:
     """Opens the stores and services, then builds the proxy chain over them."""
 
@@ -105,14 +122,18 @@ def setup_services(app: web.Application, config: GatewayConfig) -> None:
         app[keys.READINESS].add("database", db_ready)
         services = await open_auth_services(app, config, db)
         app[AUTH_SERVICES] = services
+        engine = open_policy(app, config, db)
+        watcher = asyncio.create_task(engine.watch_files())
         session = await open_upstream_session()
         forwarder = Forwarder(session)
-        chain = build_proxy_chain(build_chain_parts(config, services, MembershipAuthorizer()))
+        parts = build_chain_parts(config, services, PolicyAuthorizer(engine))
+        chain = build_proxy_chain(parts)
         app[keys.CHAIN] = chain
         app[PROXY_HANDLER] = make_proxy_handler(services.scopes, chain, forwarder, session)
         try:
             yield
         finally:
+            watcher.cancel()
             await session.close()
             services.sessions.close()
             await app[keys.HASHER].close()
@@ -128,6 +149,7 @@ def setup_gateway_endpoints(app: web.Application) -> None:
     setup_auth_api(app)
     setup_hosted_pages(app)
     setup_admin_api(app)
+    setup_admin_tenant_api(app)
 
 
 def setup_proxy_route(app: web.Application) -> None:

@@ -8,6 +8,8 @@ from aiohttp import web
 from gateway.config import GatewayConfig
 from gateway.identity.passwords import PasswordHasher
 from gateway.pipeline.stages.base import Stage
+from gateway.policy.engine import PolicyEngine
+from gateway.policy.service import TenantRuleService
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.routes import RouteTable
 from gateway.storage.memory.bus import MemoryChangeBus
@@ -25,3 +27,5 @@ CHAIN: web.AppKey[tuple[Stage, ...]] = web.AppKey("gateway_chain")
 READINESS = web.AppKey("gateway_readiness", Readiness)
 BUS = web.AppKey("gateway_bus", MemoryChangeBus)
 HASHER = web.AppKey("gateway_hasher", PasswordHasher)
+POLICY = web.AppKey("gateway_policy", PolicyEngine)
+TENANT_RULES = web.AppKey("gateway_tenant_rules", TenantRuleService)

@@ -7,16 +7,18 @@ the tenant the request names (or the session's default), and only if the user is
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from gateway.audit.events import Actor, RequestContext
 from gateway.config import CookieConfig
 from gateway.identity.directory import Directory
 from gateway.identity.principal import Principal
 from gateway.identity.service import IdentityService
 from gateway.pipeline.reasons import Deny, Reason
-from gateway.sessions.cookies import read_session_token
+from gateway.sessions.cookies import read_session_token, set_session_cookie
 from gateway.sessions.models import SessionRecord
 from gateway.sessions.service import SessionService
 
@@ -64,7 +66,27 @@ class Authenticator:
         # SECURITY: a half-session (password done, MFA pending) reaches nothing but the MFA step.
         if record is None or record.mfa_pending:
             return None
-        return await self.from_session(record, tenant_slug)
+        new_token = None
+        if record.rotate_pending:
+            rotated = await self._rotate(request, record)
+            if rotated is not None:
+                new_token, record = rotated
+        principal = await self.from_session(record, tenant_slug)
+        if new_token is not None and isinstance(principal, Principal):
+            return dataclasses.replace(principal, new_token=new_token)
+        return principal
+
+    async def _rotate(
+        self, request: web.BaseRequest, record: SessionRecord
+    ) -> tuple[str, SessionRecord] | None:
+        """Rotates a session flagged after a privilege change (None: a racing request won)."""
+        ctx = RequestContext(
+            ip=request.remote, user_agent=request.headers.get("User-Agent", "")[:256] or None
+        )
+        # SECURITY: a token seen before a privilege change must not carry the new privileges.
+        return await self.sessions.rotate(
+            record, Actor("system", "gateway"), ctx, reason="privilege-change"
+        )
 
     async def _from_api_key(self, token: str, tenant_slug: str | None) -> Principal | Deny:
         found = await self.identity.authenticate_api_key(token)
@@ -109,3 +131,10 @@ class Authenticator:
             session=record,
             is_operator=await self.directory.is_operator(user.id),
         )
+
+
+def session_cookie_header(token: str, config: CookieConfig) -> str:
+    """The `Set-Cookie` value that installs `token` as the session cookie."""
+    carrier = web.Response()
+    set_session_cookie(carrier, token, config)
+    return carrier.headers["Set-Cookie"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from gateway.identity.models import Tenant
@@ -28,3 +28,5 @@ class Principal:
     session: SessionRecord | None = None
     key_id: str | None = None
     is_operator: bool = False
+    new_token: str | None = field(default=None, repr=False)
+    """A rotated session token the response must set (after a privilege change)."""

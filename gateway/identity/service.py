@@ -174,6 +174,11 @@ class IdentityService:
             return None
         return await self._store.get_tenant_by_slug(normalized)
 
+    async def user_by_email(self, email: str) -> User | None:
+        """The account with this email (normalized), if any."""
+        credentials = await self._credentials(email)
+        return credentials.user if credentials else None
+
     async def user_by_id(self, user_id: str) -> User | None:
         """The user with this id."""
         return await self._store.get_user(user_id)

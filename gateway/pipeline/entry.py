@@ -60,6 +60,8 @@ def make_proxy_handler(
             if deny is not None:
                 response = deny_response(request, deny)
                 response.headers[factory.request_id_header] = scope.request_id
+                if scope.set_cookie is not None:
+                    response.headers.add("Set-Cookie", scope.set_cookie)
                 return response
         if scope.websocket:
             return await tunnel_websocket(scope, session)

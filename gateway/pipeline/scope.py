@@ -38,6 +38,8 @@ class RequestScope:
     principal: Principal | None = None
     decision: Decision | None = None
     websocket: bool = False
+    set_cookie: str | None = None
+    """A `Set-Cookie` value the response must carry (a rotated session token)."""
 
 
 SCOPE_KEY = web.RequestKey("gateway_scope", RequestScope)

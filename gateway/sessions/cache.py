@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.sessions.models import (
     SESSION_REVOKED,
+    SESSIONS_CHANGED,
     TENANT_SESSIONS_REVOKED,
     USER_SESSIONS_REVOKED,
     SessionRecord,
@@ -104,7 +105,7 @@ def invalidation(topic: str, payload: Mapping[str, Any]) -> Predicate | None:
 
     A session notice with a malformed payload invalidates everything, never nothing.
     """
-    if topic == SESSION_REVOKED:
+    if topic in (SESSION_REVOKED, SESSIONS_CHANGED):
         ids = payload.get("ids")
         if isinstance(ids, list):
             return by_ids([str(i) for i in ids])

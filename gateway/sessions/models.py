@@ -17,6 +17,7 @@ AuthMethod = Literal["password", "oidc"]
 
 # Change-bus topics and their payloads.
 SESSION_REVOKED = "session.revoked"  # {"ids": [public session ids]}
+SESSIONS_CHANGED = "session.changed"  # {"ids": [...]}: re-read them (e.g. rotation pending)
 USER_SESSIONS_REVOKED = "user.sessions_revoked"  # {"user_id": str}
 TENANT_SESSIONS_REVOKED = "tenant.sessions_revoked"  # {"tenant_id": str}
 
@@ -44,6 +45,7 @@ class SessionRecord:
     ip: str | None = None
     user_agent: str | None = None
     revoked_at: float | None = None
+    rotate_pending: bool = False
 
     @property
     def idle_expires_at(self) -> float:

@@ -24,6 +24,7 @@ from gateway.sessions import tokens
 from gateway.sessions.cache import CacheEntry, Predicate, SessionCache, by_ids, invalidation
 from gateway.sessions.models import (
     SESSION_REVOKED,
+    SESSIONS_CHANGED,
     TENANT_SESSIONS_REVOKED,
     USER_SESSIONS_REVOKED,
     AuthMethod,
@@ -142,6 +143,7 @@ class SessionService:
             expires_at=now + self._config.lifetime if upgraded else record.expires_at,
             mfa=record.mfa if mfa is None else mfa,
             mfa_pending=record.mfa_pending and not upgraded,
+            rotate_pending=False,
             ip=ctx.ip or record.ip,
             user_agent=ctx.user_agent or record.user_agent,
         )
@@ -152,6 +154,17 @@ class SessionService:
         rotated = await self._store.rotate(record.id, new, event)
         await self._announce(SESSION_REVOKED, {"ids": [record.id]}, by_ids([record.id]))
         return (token, new) if rotated else None
+
+    async def request_rotation(self, user_id: str, tenant_id: str | None = None) -> list[str]:
+        """After a privilege change: the user's sessions rotate their token on next use.
+
+        The cached copies are dropped at once (here and, through the bus, everywhere), so the
+        next request reads the flag and the new roles.
+        """
+        ids = await self._store.mark_for_rotation(user_id, tenant_id)
+        if ids:
+            await self._announce(SESSIONS_CHANGED, {"ids": ids}, by_ids(ids))
+        return ids
 
     async def authenticate(self, token: str | None) -> SessionRecord | None:
         """The valid session for `token`, else None; `StoreUnavailable` if it can't be read.

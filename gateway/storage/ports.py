@@ -194,6 +194,10 @@ class SessionStore(Protocol):
     async def create(self, record: SessionRecord, audit: AuditEvent | None = None) -> None:
         """Inserts `record` (and writes `audit`, if given, in the same transaction)."""
 
+    async def mark_for_rotation(self, user_id: str, tenant_id: str | None = None) -> list[str]:
+        """Flags the user's active sessions (in `tenant_id`, or all) so the next use rotates
+        their token; returns their ids."""
+
     async def get(self, session_id: str) -> SessionRecord | None:
         """The session with this public id, in any state."""
 

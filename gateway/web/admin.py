@@ -14,11 +14,14 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import keys
 from gateway.audit.events import Actor, RequestContext
 from gateway.identity.errors import IdentityError, InvalidInput
 from gateway.identity.models import ApiKey, ServiceAccount, Tenant
 from gateway.identity.principal import Principal
+from gateway.pipeline.paths import PathRejected, normalize_path
 from gateway.pipeline.responses import json_error
+from gateway.sessions.cookies import set_session_cookie
 from gateway.storage.ports import StoreUnavailable
 from gateway.web.common import (
     AUTH_SERVICES,
@@ -64,20 +67,48 @@ async def admin_principal(services: AuthServices, request: web.Request) -> Princ
     return found
 
 
-async def managed_tenant(services: AuthServices, principal: Principal, ref: str) -> Tenant:
-    """The tenant `ref` (slug or id) if the principal administers it, else Refused(404/403)."""
-    tenant = await services.directory.tenant_by_slug(ref) or await services.directory.tenant_by_id(
-        ref
-    )
-    if tenant is None:
-        raise Refused(json_error(404, "not-found", "tenant not found"))
-    if principal.is_operator:
-        return tenant
-    if tenant.id != principal.tenant.id:
+async def find_tenant(services: AuthServices, ref: str) -> Tenant | None:
+    """A tenant by slug or id."""
+    directory = services.directory
+    return await directory.tenant_by_slug(ref) or await directory.tenant_by_id(ref)
+
+
+async def roles_in(services: AuthServices, principal: Principal, tenant: Tenant) -> tuple[str, ...]:
+    """The principal's roles in `tenant` (plus `operator` for operators)."""
+    if principal.kind == "user":
+        roles = await services.directory.roles(tenant.id, principal.id) or ()
+    else:
+        # SECURITY: a service account exists in exactly one tenant.
+        roles = principal.roles if tenant.id == principal.tenant.id else ()
+    return (*roles, "operator") if principal.is_operator else tuple(roles)
+
+
+async def managed_tenant(
+    request: web.Request, services: AuthServices, principal: Principal, ref: str
+) -> Tenant:
+    """The tenant `ref` (slug or id) if the policy lets the principal do this request there.
+
+    A tenant the principal has no role in answers 404, like a missing one; a role without the
+    permission answers 403. The decision is Casbin's, on the normalized admin path.
+    """
+    tenant = await find_tenant(services, ref)
+    roles = await roles_in(services, principal, tenant) if tenant else ()
+    if tenant is None or not roles:
         # SECURITY: another tenant is indistinguishable from a missing one.
         raise Refused(json_error(404, "not-found", "tenant not found"))
-    if "admin" not in principal.roles:
-        raise Refused(json_error(403, "policy-deny", "tenant admin role required"))
+    try:
+        path = normalize_path(request.raw_path.partition("?")[0])
+    except PathRejected:
+        raise Refused(json_error(400, "bad-path", "the request path is not acceptable")) from None
+    engine = request.app[keys.POLICY]
+    decision = await engine.authorize(principal.id, roles, tenant.id, path, request.method)
+    if not decision.allow:
+        status, code = (
+            (503, "policy-unavailable")
+            if "policy-error" in decision.reasons
+            else (403, "policy-deny")
+        )
+        raise Refused(json_error(status, code, "access denied"))
     return tenant
 
 
@@ -93,7 +124,10 @@ def guarded(
         ctx = request_context(services.scope(request))
         try:
             principal = await admin_principal(services, request)
-            return await handler(request, services, principal, ctx)
+            response = await handler(request, services, principal, ctx)
+            if principal.new_token is not None:
+                set_session_cookie(response, principal.new_token, services.cookie)
+            return response
         except Refused as refused:
             return refused.response
         except (IdentityError, BadBody) as exc:
@@ -141,7 +175,7 @@ async def create_invitation(
     request: web.Request, services: AuthServices, principal: Principal, ctx: RequestContext
 ) -> web.StreamResponse:
     """`POST /tenants/{t}/invitations {email, role}` → 201 {invitation, expires_at}."""
-    tenant = await managed_tenant(services, principal, request.match_info["t"])
+    tenant = await managed_tenant(request, services, principal, request.match_info["t"])
     body = await read_json_object(request)
     email, role = required_string(body, "email"), required_string(body, "role")
     token, invitation = await services.identity.create_invitation(
@@ -158,7 +192,7 @@ async def create_service_account(
     request: web.Request, services: AuthServices, principal: Principal, ctx: RequestContext
 ) -> web.StreamResponse:
     """`POST /tenants/{t}/service-accounts {name, roles}` → 201 the account."""
-    tenant = await managed_tenant(services, principal, request.match_info["t"])
+    tenant = await managed_tenant(request, services, principal, request.match_info["t"])
     body = await read_json_object(request)
     name = required_string(body, "name")
     account = await services.identity.create_service_account(
@@ -172,7 +206,7 @@ async def list_service_accounts(
     request: web.Request, services: AuthServices, principal: Principal, ctx: RequestContext
 ) -> web.StreamResponse:
     """`GET /tenants/{t}/service-accounts` → 200 {service_accounts: [...]}."""
-    tenant = await managed_tenant(services, principal, request.match_info["t"])
+    tenant = await managed_tenant(request, services, principal, request.match_info["t"])
     accounts = await services.identity.service_accounts(tenant.id)
     return web.json_response({"service_accounts": [account_view(a) for a in accounts]})
 
@@ -191,7 +225,7 @@ async def create_api_key(
     request: web.Request, services: AuthServices, principal: Principal, ctx: RequestContext
 ) -> web.StreamResponse:
     """`POST /service-accounts/{id}/keys {expires_at?}` → 201 {id, key (shown once), …}."""
-    tenant = await managed_tenant(services, principal, target_tenant(request, principal))
+    tenant = await managed_tenant(request, services, principal, target_tenant(request, principal))
     body = await read_json_object(request) if request.body_exists else {}
     plaintext, key = await services.identity.create_api_key(
         tenant.id, request.match_info["id"], expiry_field(body), actor_of(principal), ctx
@@ -204,7 +238,7 @@ async def revoke_api_key(
     request: web.Request, services: AuthServices, principal: Principal, ctx: RequestContext
 ) -> web.StreamResponse:
     """`DELETE /keys/{id}` → 204; another tenant's key is 404."""
-    tenant = await managed_tenant(services, principal, target_tenant(request, principal))
+    tenant = await managed_tenant(request, services, principal, target_tenant(request, principal))
     await services.identity.revoke_api_key(
         tenant.id, request.match_info["id"], actor_of(principal), ctx
     )

@@ -145,6 +145,8 @@ async def session_info(request: web.Request) -> web.StreamResponse:
         }
     )
     response.headers["X-CSRF-Token"] = services.sessions.csrf_token(record)
+    if principal.new_token is not None:
+        set_session_cookie(response, principal.new_token, services.cookie)
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -9,7 +9,9 @@ from gateway.config import load_config
 from gateway.pipeline.chain import build_proxy_chain
 from gateway.pipeline.reasons import Reason
 from gateway.pipeline.responses import STATUS_BY_REASON
-from gateway.pipeline.stages.authorize import MembershipAuthorizer
+from gateway.policy.authorizer import PolicyAuthorizer
+from gateway.policy.defaults import packaged
+from gateway.policy.engine import PolicyEngine
 from gateway.storage.sqlite.database import SqliteDatabase
 from gateway.storage.state import open_state_dir
 
@@ -29,7 +31,11 @@ async def test_stages_run_in_the_documented_order(tmp_path: Path) -> None:
     db = await SqliteDatabase.open(app[keys.STATE].database)
     try:
         services = await open_auth_services(app, config, db)
-        chain = build_proxy_chain(build_chain_parts(config, services, MembershipAuthorizer()))
+        engine = PolicyEngine.from_files(
+            packaged("model.conf"), packaged("policy.csv"), freeze_gc=False
+        )
+        parts = build_chain_parts(config, services, PolicyAuthorizer(engine))
+        chain = build_proxy_chain(parts)
         services.sessions.close()
         await app[keys.HASHER].close()
     finally:

@@ -12,7 +12,7 @@ from gateway.pipeline.scope import RequestScope
 class Authorizer(Protocol):
     """Anything that turns (principal, path, method) into a decision with reasons."""
 
-    def decide(self, principal: Principal, path: str, method: str) -> Decision: ...
+    async def decide(self, principal: Principal, path: str, method: str) -> Decision: ...
 
 
 class Authorize:
@@ -31,7 +31,7 @@ class Authorize:
             # SECURITY: unreachable by chain order, but no principal must never mean allow.
             return Deny(Reason.UNAUTHENTICATED)
         try:
-            decision = self.authorizer.decide(principal, scope.path, scope.request.method)
+            decision = await self.authorizer.decide(principal, scope.path, scope.request.method)
         except Exception:
             # SECURITY: an engine that cannot decide denies (503), never allows.
             return Deny(Reason.POLICY_UNAVAILABLE)
@@ -41,11 +41,3 @@ class Authorize:
         if "policy-error" in decision.reasons:
             return Deny(Reason.POLICY_UNAVAILABLE)
         return Deny(Reason.POLICY_DENY)
-
-
-class MembershipAuthorizer:
-    """Interim policy: any member of the tenant may do anything there (replaced by Casbin)."""
-
-    def decide(self, principal: Principal, path: str, method: str) -> Decision:
-        allow = bool(principal.roles)
-        return Decision(allow=allow, reasons=("member",) if allow else ("no-role",))

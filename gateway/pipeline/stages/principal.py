@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.identity.authn import Authenticator
+from gateway.identity.authn import Authenticator, session_cookie_header
 from gateway.pipeline.reasons import Deny, Reason
 from gateway.pipeline.scope import RequestScope
 from gateway.storage.ports import StoreUnavailable
@@ -33,4 +33,6 @@ class LoadPrincipal:
         if found is None:
             return Deny(Reason.UNAUTHENTICATED)
         scope.principal = found
+        if found.new_token is not None:
+            scope.set_cookie = session_cookie_header(found.new_token, self.authenticator.cookie)
         return None

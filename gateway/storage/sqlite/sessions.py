@@ -24,10 +24,10 @@ from gateway.storage.sqlite.database import SqliteDatabase
 
 COLUMNS = (
     "id, token_hash, user_id, tenant_id, created_at, last_seen_at, expires_at, idle_timeout, "
-    "auth_method, mfa, mfa_pending, ip, user_agent, revoked_at"
+    "auth_method, mfa, mfa_pending, ip, user_agent, revoked_at, rotate_pending"
 )
 SELECT = f"SELECT {COLUMNS} FROM sessions"  # noqa: S608 - constant column list
-INSERT = f"INSERT INTO sessions ({COLUMNS}) VALUES ({', '.join('?' * 14)})"  # noqa: S608
+INSERT = f"INSERT INTO sessions ({COLUMNS}) VALUES ({', '.join('?' * 15)})"  # noqa: S608
 ACTIVE = "revoked_at IS NULL"
 
 
@@ -58,6 +58,7 @@ def _to_record(row: aiosqlite.Row) -> SessionRecord:
         ip=row["ip"],
         user_agent=row["user_agent"],
         revoked_at=row["revoked_at"],
+        rotate_pending=bool(row["rotate_pending"]),
     )
 
 
@@ -65,7 +66,7 @@ def _params(r: SessionRecord) -> tuple[Any, ...]:
     return (
         r.id, r.token_hash, r.user_id, r.tenant_id, r.created_at, r.last_seen_at,
         r.expires_at, r.idle_timeout, r.auth_method, int(r.mfa), int(r.mfa_pending), r.ip,
-        r.user_agent, r.revoked_at,
+        r.user_agent, r.revoked_at, int(r.rotate_pending),
     )  # fmt: skip
 
 
@@ -90,6 +91,15 @@ class SqliteSessionStore:
                 await conn.execute(INSERT, _params(record))
                 if audit is not None:
                     await append_event(conn, audit)
+
+    async def mark_for_rotation(self, user_id: str, tenant_id: str | None = None) -> list[str]:
+        """Flags the user's active sessions (in one tenant, or all) for rotation; their ids."""
+        where = "user_id = ?" + (" AND tenant_id = ?" if tenant_id else "")
+        params = (user_id, tenant_id) if tenant_id else (user_id,)
+        sql = f"UPDATE sessions SET rotate_pending = 1 WHERE {ACTIVE} AND {where} RETURNING id"  # noqa: S608
+        with _translated():
+            async with self._db.transaction() as conn, conn.execute(sql, params) as cur:
+                return sorted(str(row[0]) for row in await cur.fetchall())
 
     async def get(self, session_id: str) -> SessionRecord | None:
         return await self._one(f"{SELECT} WHERE id = ?", (session_id,))
