@@ -8,6 +8,7 @@ reverse order on shutdown. The proxy chain is built once every service it needs 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -48,6 +49,11 @@ from gateway.web.hosted import setup_hosted_pages
 PROXY_HANDLER = web.AppKey("gateway_proxy_handler", object)
 
 
+def hashing_concurrency() -> int:
+    """Argon2 jobs at once: every core but one, so the event loop always has a core."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
 def scope_factory(config: GatewayConfig) -> ScopeFactory:
     """How every request gets its id and client address."""
     names = config.headers.resolved_names()
@@ -60,7 +66,7 @@ async def open_auth_services(
     """Identity, sessions and the caches in front of them, over the embedded stores."""
     bus = MemoryChangeBus()
     app[keys.BUS] = bus
-    hasher = PasswordHasher()
+    hasher = PasswordHasher(max_concurrency=hashing_concurrency())
     app[keys.HASHER] = hasher
     identity = IdentityService(SqliteIdentityStore(db), hasher)
     master = ensure_master_key(app[keys.STATE])

@@ -121,6 +121,9 @@ class Timeouts(ConfigModel):
     read: float = Field(default=60.0, gt=0, le=3600)
 
 
+FEATURE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
 class Upstream(ConfigModel):
     """One upstream app and the route that reaches it. `name` is the assertion's `aud`."""
 
@@ -132,11 +135,19 @@ class Upstream(ConfigModel):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     rate_limits: tuple[RateLimitRule, ...] = ()
     preserve_host: bool = False
+    require_features: tuple[str, ...] = ()
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
         check_http_url(value)
+        return value
+
+    @field_validator("require_features")
+    @classmethod
+    def _features(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not all(FEATURE_NAME.fullmatch(f) for f in value):
+            raise ValueError("feature names of lower-case letters, digits, '-' and '_'")
         return value
 
     @model_validator(mode="after")

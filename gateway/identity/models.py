@@ -60,6 +60,8 @@ class Tenant:
     created_at: float
     features: tuple[str, ...] = ()
     plan: str | None = None
+    upstream: str | None = None
+    require_mfa: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ raise them and answer `None` for every kind of failure.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Final
 
 from gateway.audit.events import Actor, AuditEvent, Outcome, RequestContext
@@ -36,6 +36,7 @@ from gateway.identity.models import (
     new_id,
 )
 from gateway.identity.passwords import PasswordHasher, PasswordPolicyError, check_password_policy
+from gateway.identity.settings import apply_settings, settings_view
 from gateway.identity.validation import (
     is_valid_slug,
     normalize_email,
@@ -362,6 +363,22 @@ class IdentityService:
         event = self._event("operator.grant", actor, ctx, None, user.id)
         await self._store.grant_operator(user.id, event)
         return user
+
+    async def update_settings(
+        self,
+        tenant_id: str,
+        body: Mapping[str, Any],
+        allowed: tuple[Collection[str], Collection[str]],
+        actor: Actor,
+        ctx: RequestContext,
+    ) -> Tenant:
+        """Applies a settings PATCH (`allowed` = configured plans and upstreams); audited."""
+        tenant = await self._require_tenant(tenant_id)
+        updated = apply_settings(tenant, body, *allowed)
+        details = {k: v for k, v in settings_view(updated).items() if k in body}
+        event = self._event("tenant.update", actor, ctx, tenant_id, tenant_id, details)
+        await self._store.update_tenant_settings(updated, event)
+        return updated
 
     async def set_password(
         self, email: str, password: str, actor: Actor, ctx: RequestContext

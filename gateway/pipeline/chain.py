@@ -4,7 +4,8 @@ The order is the security argument, so it lives in one function and a test asser
 the head is vetted before anything is read; the path is normalized before any decision;
 client-supplied identity is stripped before anything could trust it; the tenant the request
 names is known (and a `/t/{slug}` prefix removed) before the route is chosen; the principal
-is established before CSRF, rate limit and policy use it; identity is injected only after
+is established (and its tenant's silo upstream and required features applied) before CSRF,
+rate limit and policy use it; identity is injected only after
 the policy allowed the request.
 """
 
@@ -23,6 +24,7 @@ from gateway.pipeline.stages.normalize import NormalizePath
 from gateway.pipeline.stages.principal import LoadPrincipal
 from gateway.pipeline.stages.ratelimit import EnforceRateLimit
 from gateway.pipeline.stages.route import MatchRoute
+from gateway.pipeline.stages.settings import ApplyTenantSettings
 from gateway.pipeline.stages.strip import StripIdentityHeaders
 from gateway.pipeline.stages.tenant import ResolveTenant
 from gateway.proxy.headers import OwnedHeaders
@@ -57,6 +59,7 @@ def build_proxy_chain(parts: ChainParts) -> tuple[Stage, ...]:
         ResolveTenant(parts.tenancy),
         MatchRoute(parts.routes),
         LoadPrincipal(parts.authenticator),
+        ApplyTenantSettings(parts.routes),
         CheckCsrf(parts.sessions, parts.public_origin),
         EnforceRateLimit(),
         Authorize(parts.authorizer),

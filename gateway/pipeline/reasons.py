@@ -24,6 +24,7 @@ class Reason(enum.StrEnum):
     TENANT_UNKNOWN = "tenant-unknown"
     TENANT_CONFLICT = "tenant-conflict"
     NOT_A_MEMBER = "not-a-member"
+    FEATURE_DISABLED = "feature-disabled"
     UNAUTHENTICATED = "unauthenticated"
     SESSION_EXPIRED = "session-expired"
     CSRF = "csrf"

@@ -8,6 +8,7 @@ rules:                      # extra tenant rules, as stored rules of the named t
   - {sub: viewer, tenant: t_acme, obj: /metrics, act: POST}     # eft defaults to allow
 cases:
   - {sub: u_1, roles: [viewer], tenant: t_acme, path: /x, method: GET, expect: allow}
+  - {sub: u_1, roles: [viewer], tenant: t_acme, path: /x, method: POST, allow: false}
   - {name: "...", sub: ..., roles: [...], tenant: ..., path: ..., method: ..., expect: deny,
      reason: policy-deny}   # optional: also check the decision's reason
 ```
@@ -29,7 +30,16 @@ from gateway.policy.engine import PolicyEngine
 from gateway.policy.rules import PolicyError, Rule, parse_rules
 from gateway.policy.snapshot import PolicySnapshot, load_snapshot
 
-_CASE_KEYS = ("sub", "tenant", "path", "method", "expect")
+_CASE_KEYS = ("sub", "tenant", "path", "method")
+
+
+def _expectation(case: Any) -> str:
+    """`expect: allow|deny`, or the equivalent `allow: true|false`; "" when neither."""
+    if not isinstance(case, dict):
+        return ""
+    if isinstance(case.get("allow"), bool) and "expect" not in case:
+        return "allow" if case["allow"] else "deny"
+    return str(case.get("expect", ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +122,13 @@ def _tenant_rules(entries: list[Any]) -> dict[str, list[Rule]]:
 def _run_case(engine: PolicyEngine, file: str, index: int, case: Any) -> CaseResult | None:
     name = str(case.get("name", "")) if isinstance(case, dict) else ""
     missing = [k for k in _CASE_KEYS if not isinstance(case, dict) or k not in case]
-    expected = str(case.get("expect", "")) if isinstance(case, dict) else ""
+    expected = _expectation(case)
     if missing or expected not in ("allow", "deny"):
-        problem = f"missing {', '.join(missing)}" if missing else "expect is allow or deny"
+        problem = (
+            f"missing {', '.join(missing)}"
+            if missing
+            else "give `expect: allow|deny` or `allow: true|false`"
+        )
         return CaseResult(file, index, name, expected, error=f"bad case: {problem}")
     roles = case.get("roles") or []
     decision = engine.decide(

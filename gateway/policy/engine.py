@@ -3,12 +3,16 @@
 Guarantees:
 
 * **Partitioned per tenant.** A decision runs on a small enforcer holding only that tenant's
-  rules (`TenantEnforcer`), so its cost does not grow with the number of tenants. At most
+  rules (`TenantEnforcer`), so its cost does not grow with the number of tenants; the file
+  rules are indexed by domain (`DomainIndex`), so building one does not scan the file. At most
   `max_tenants` enforcers are kept (LRU); a request for an unknown tenant creates no state
-  beyond one LRU slot.
+  beyond one LRU slot, and tenants without rules of their own share one compiled policy.
+* **Compiled when possible.** With the shipped model (`is_shipped_model`), tenants decide
+  through a `CompiledPolicy` (an index by subject: tens of µs less per decision, no per-subject
+  state); with any other model, through pycasbin. Both give the same allow/deny.
 * **Decision cache.** Decisions are cached by (version, tenant, subject, roles, path, method),
-  at most `max_decisions` entries (oldest first out); a hit is one dict lookup. Errors are never
-  cached.
+  at most `max_decisions` entries (oldest first out, O(1)); a hit is one dict lookup. Errors are
+  never cached.
 * **Snapshots and swaps.** The live state (version, file snapshot, tenant enforcers, decision
   cache) is one reference. A reload or a tenant change builds a new state and swaps it; a
   failed reload keeps the old state and returns (and logs) why. Every swap bumps `version`,
@@ -23,14 +27,16 @@ import asyncio
 import gc
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.pipeline.reasons import Decision
+from gateway.policy.compiled import CompiledPolicy, DomainIndex, is_shipped_model
 from gateway.policy.ports import TenantRuleStore
 from gateway.policy.rules import ANY_DOMAIN, PolicyError, Rule, tenant_rule_problems
-from gateway.policy.snapshot import PolicySnapshot, load_snapshot, tenant_rule_rows
+from gateway.policy.snapshot import PolicySnapshot, load_snapshot
 from gateway.policy.tenants import DENY, ERROR, LruMap, TenantEnforcer, error_decision, to_decision
 
 log = logging.getLogger(__name__)
@@ -45,7 +51,10 @@ class _State:
     version: int
     snapshot: PolicySnapshot
     tenants: LruMap[str, TenantEnforcer]
-    decisions: dict[DecisionKey, Decision] = field(default_factory=dict)
+    file_rules: DomainIndex
+    compilable: bool
+    shared: CompiledPolicy | None = None  # of tenants without rules of their own, built lazily
+    decisions: OrderedDict[DecisionKey, Decision] = field(default_factory=OrderedDict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +134,7 @@ class PolicyEngine:
         decision = self._decide_uncached(state, key)
         if decision.reasons != (ERROR,):
             if len(state.decisions) >= self._limits.max_decisions:
-                del state.decisions[next(iter(state.decisions))]
+                state.decisions.popitem(last=False)
             state.decisions[key] = decision
         return decision
 
@@ -190,9 +199,17 @@ class PolicyEngine:
         problems = [p for r in stored for p in tenant_rule_problems(r, tenant_id)]
         if problems:
             raise PolicyError(problems)
-        rows = tenant_rule_rows(state.snapshot, stored, tenant_id)
+        # SECURITY: defense in depth -- a rule row never leaks across tenants even if a store errs.
+        own = [r for r in stored if r.dom == tenant_id]
+        rows = state.file_rules.rules_for(tenant_id) + own
+        compiled = None
+        if state.compilable and (own or state.file_rules.names(tenant_id)):
+            compiled = CompiledPolicy(rows)
+        elif state.compilable:
+            state.shared = state.shared or CompiledPolicy(rows)
+            compiled = state.shared
         tenant = TenantEnforcer(
-            tenant_id, state.snapshot.model_text, rows, self._limits.max_subjects
+            tenant_id, state.snapshot.model_text, rows, self._limits.max_subjects, compiled=compiled
         )
         state.tenants.put(tenant_id, tenant)
         return tenant
@@ -207,7 +224,9 @@ class PolicyEngine:
         for tid, enforcer in old.tenants.items():
             if tid != tenant_id:
                 tenants.put(tid, enforcer)
-        self._state = _State(old.version + 1, old.snapshot, tenants)
+        self._state = _State(
+            old.version + 1, old.snapshot, tenants, old.file_rules, old.compilable, old.shared
+        )
 
     def set_tenant_rules(self, tenant_id: str, rules: Sequence[Rule]) -> None:
         """Holds `rules` in memory as the tenant's stored rules (engines without a store only:
@@ -259,7 +278,11 @@ class PolicyEngine:
         return tuple(signature)
 
     def _new_state(self, version: int, snapshot: PolicySnapshot) -> _State:
-        return _State(version, snapshot, LruMap(self._limits.max_tenants))
+        compilable = is_shipped_model(snapshot.model_text)
+        if not compilable:
+            log.warning("policy: custom model, deciding through pycasbin (slower)")
+        index = DomainIndex(snapshot.rules)
+        return _State(version, snapshot, LruMap(self._limits.max_tenants), index, compilable)
 
     def _after_load(self) -> None:
         # A collection of a large resident policy stalls every request for up to ~0.5 s (notes

@@ -5,10 +5,13 @@ Guarantees:
 * a `TenantEnforcer` holds only the rules of one tenant (the file's `*` rules, the file's rules
   naming the tenant, and the tenant's stored rules), so an `enforce()` scans a handful of rows
   however many tenants exist;
-* `enforce(subject, roles, ...)` first makes the enforcer's role links for `subject` exactly
-  `roles` (added and removed as needed), then decides: a role change applies at once;
-* at most `max_subjects` subjects have links at a time: past that the role manager is cleared
-  and links are re-applied on demand, bounding the Role objects pycasbin keeps per name;
+* with the shipped model it decides through a `CompiledPolicy` (an index, no matcher scan, no
+  per-subject state): the roles of a call are exactly the roles it passes;
+* with any other model, `enforce(subject, roles, ...)` first makes the pycasbin enforcer's role
+  links for `subject` exactly `roles` (added and removed as needed), then decides: a role
+  change applies at once; at most `max_subjects` subjects have links at a time: past that the
+  role manager is cleared and links are re-applied on demand, bounding the Role objects
+  pycasbin keeps per name;
 * `LruMap` never holds more than its bound.
 """
 
@@ -22,6 +25,7 @@ from typing import Generic, TypeVar
 import casbin
 
 from gateway.pipeline.reasons import Decision
+from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.rules import Rule
 from gateway.policy.snapshot import build_enforcer
 
@@ -82,36 +86,59 @@ class LruMap(Generic[K, V]):
 
 
 class TenantEnforcer:
-    """The enforcer of one tenant; `rules` are exactly the rows it was built from."""
+    """The decider of one tenant; `rules` are exactly the rows it was built from.
 
-    def __init__(self, tenant_id: str, model_text: str, rules: Sequence[Rule], max_subjects: int):
+    With `compiled` (the shipped model: see `gateway.policy.compiled`) it decides through a
+    `CompiledPolicy` and never builds a pycasbin enforcer; otherwise through pycasbin with
+    role links applied per call. Both give the same allow/deny.
+    """
+
+    def __init__(
+        self,
+        tenant_id: str,
+        model_text: str,
+        rules: Sequence[Rule],
+        max_subjects: int,
+        *,
+        compiled: CompiledPolicy | None = None,
+    ) -> None:
         self.tenant_id = tenant_id
         self.rules = tuple(rules)
         self.max_subjects = max(1, max_subjects)
-        self._enforcer: casbin.Enforcer = build_enforcer(model_text, rules)
+        self.compiled = compiled
+        self._enforcer: casbin.Enforcer | None = None
+        if compiled is None:
+            self._enforcer = build_enforcer(model_text, rules)
         self._applied: dict[str, frozenset[str]] = {}
         self._lock = threading.Lock()
 
     @property
     def subject_count(self) -> int:
+        """Subjects with role links in the pycasbin enforcer (always 0 when compiled)."""
         return len(self._applied)
 
     def enforce(
         self, subject: str, roles: Sequence[str], obj: str, act: str
     ) -> tuple[bool, list[str]]:
         """`enforce_ex` for `subject` holding exactly `roles` in this tenant."""
+        if self.compiled is not None:
+            allowed, row = self.compiled.decide(subject, roles, obj, act)
+            return allowed, list(row) if row is not None else []
         # The lock keeps "set links, then enforce" atomic if a thread (CLI, tests) shares it;
         # on the event loop it is never contended.
+        enforcer = self._enforcer
+        if enforcer is None:  # unreachable: built whenever `compiled` is None
+            raise RuntimeError("tenant enforcer has neither a compiled policy nor casbin")
         with self._lock:
-            self._apply_roles(subject, frozenset(roles))
-            allowed, rule = self._enforcer.enforce_ex(subject, self.tenant_id, obj, act)
+            self._apply_roles(enforcer, subject, frozenset(roles))
+            allowed, rule = enforcer.enforce_ex(subject, self.tenant_id, obj, act)
             return bool(allowed), list(rule)
 
-    def _apply_roles(self, subject: str, roles: frozenset[str]) -> None:
+    def _apply_roles(self, enforcer: casbin.Enforcer, subject: str, roles: frozenset[str]) -> None:
         current = self._applied.get(subject)
         if current == roles:
             return
-        manager = self._enforcer.get_role_manager()
+        manager = enforcer.get_role_manager()
         if current is None and len(self._applied) >= self.max_subjects:
             manager.clear()
             self._applied.clear()

@@ -25,6 +25,7 @@ class Route:
     read_timeout: float
     preserve_host: bool
     upstream_prefix: str
+    require_features: frozenset[str] = frozenset()
 
     def is_public(self, path: str) -> bool:
         """True when `path` (already normalized) matches one of the public patterns."""
@@ -61,6 +62,7 @@ def build_route(upstream: Upstream) -> Route:
         read_timeout=upstream.timeouts.read,
         preserve_host=upstream.preserve_host,
         upstream_prefix=upstream_prefix(URL(upstream.url)),
+        require_features=frozenset(upstream.require_features),
     )
 
 

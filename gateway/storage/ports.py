@@ -65,6 +65,10 @@ class IdentityStore(Protocol):
     async def create_tenant(self, tenant: Tenant, event: AuditEvent) -> None:
         """Creates a tenant."""
 
+    async def update_tenant_settings(self, tenant: Tenant, event: AuditEvent) -> None:
+        """Replaces the tenant's settings (features, plan, upstream, require_mfa) by
+        `tenant`'s; `NotFound("tenant")` when it does not exist."""
+
     async def create_user(
         self, user: User, password_hash: str, membership: Membership, event: AuditEvent
     ) -> None:

@@ -14,8 +14,9 @@ from aiohttp import web
 
 from gateway import keys
 from gateway.audit.events import RequestContext
-from gateway.identity.directory import MEMBERSHIP_CHANGED
+from gateway.identity.directory import MEMBERSHIP_CHANGED, TENANT_CHANGED
 from gateway.identity.principal import Principal
+from gateway.identity.settings import settings_view
 from gateway.pipeline.responses import json_error
 from gateway.policy.rules import PolicyError, Rule
 from gateway.web.admin import PREFIX, actor_of, guarded, managed_tenant, roles_field
@@ -88,8 +89,38 @@ async def put_policy(
     return web.json_response({"tenant_id": tenant.id, "rules": [rule_view(r) for r in stored]})
 
 
+@guarded
+async def patch_tenant(
+    request: web.Request, services: AuthServices, principal: Principal, ctx: RequestContext
+) -> web.StreamResponse:
+    """`PATCH /tenants/{t} {features?, plan?, upstream?, require_mfa?}` → 200 the settings.
+
+    Operators only (the default policy denies tenant admins this route).
+    """
+    tenant = await managed_tenant(request, services, principal, request.match_info["t"])
+    body = await read_json_object(request)
+    config = request.app[keys.CONFIG]
+    allowed = (set(config.rate_limits.plans), {u.name for u in config.upstreams})
+    updated = await services.identity.update_settings(
+        tenant.id, body, allowed, actor_of(principal), ctx
+    )
+    await request.app[keys.BUS].publish(TENANT_CHANGED, {"tenant_id": tenant.id})
+    return web.json_response(settings_view(updated))
+
+
+@guarded
+async def get_tenant(
+    request: web.Request, services: AuthServices, principal: Principal, ctx: RequestContext
+) -> web.StreamResponse:
+    """`GET /tenants/{t}` → 200 the tenant and its settings."""
+    tenant = await managed_tenant(request, services, principal, request.match_info["t"])
+    return web.json_response(settings_view(tenant))
+
+
 def setup_admin_tenant_api(app: web.Application) -> None:
     """Registers the member and policy routes."""
     app.router.add_put(f"{PREFIX}/tenants/{{t}}/members/{{user}}", set_member_roles)
     app.router.add_get(f"{PREFIX}/tenants/{{t}}/policy", get_policy)
+    app.router.add_get(f"{PREFIX}/tenants/{{t}}", get_tenant)
+    app.router.add_patch(f"{PREFIX}/tenants/{{t}}", patch_tenant)
     app.router.add_put(f"{PREFIX}/tenants/{{t}}/policy", put_policy)

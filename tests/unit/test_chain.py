@@ -47,6 +47,7 @@ async def test_stages_run_in_the_documented_order(tmp_path: Path) -> None:
         "ResolveTenant",
         "MatchRoute",
         "LoadPrincipal",
+        "ApplyTenantSettings",
         "CheckCsrf",
         "EnforceRateLimit",
         "Authorize",

@@ -42,7 +42,7 @@ _UNIQUE_FIELDS = {
     "identity_invitations.token_hash": "invitation",
 }
 
-_TENANT = "SELECT id, slug, created_at, features, plan FROM identity_tenants"
+_TENANT = "SELECT id, slug, created_at, features, plan, upstream, require_mfa FROM identity_tenants"
 _USER = "SELECT id, email, created_at, email_verified, password_hash FROM identity_users"
 _MEMBERSHIP = "SELECT tenant_id, user_id, roles, created_at FROM identity_memberships"
 _INVITATION = "SELECT id, tenant_id, email, role, expires_at, accepted_at FROM identity_invitations"
@@ -65,7 +65,10 @@ def _integrity_error(exc: sqlite3.IntegrityError) -> Exception:
 
 
 def _tenant(row: aiosqlite.Row) -> Tenant:
-    return Tenant(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4])
+    return Tenant(
+        row[0], row[1], row[2], tuple(json.loads(row[3])), row[4], row[5],
+        tuple(json.loads(row[6])),
+    )  # fmt: skip
 
 
 def _user(row: aiosqlite.Row) -> User:
@@ -135,6 +138,17 @@ class SqliteIdentityStore:
     async def create_tenant(self, tenant: Tenant, event: AuditEvent) -> None:
         async with self._write(event) as conn:
             await _insert(conn, "identity_tenants", _tenant_row(tenant))
+
+    async def update_tenant_settings(self, tenant: Tenant, event: AuditEvent) -> None:
+        row = _tenant_row(tenant)
+        async with self._write(event) as conn:
+            cur = await conn.execute(
+                "UPDATE identity_tenants SET features = ?, plan = ?, upstream = ?, "
+                "require_mfa = ? WHERE id = ?",
+                (row["features"], row["plan"], row["upstream"], row["require_mfa"], tenant.id),
+            )
+            if cur.rowcount != 1:
+                raise NotFound("tenant")
 
     async def create_user(
         self, user: User, password_hash: str, membership: Membership, event: AuditEvent
@@ -311,7 +325,10 @@ def _fields(record: Any) -> dict[str, object]:
 
 
 def _tenant_row(tenant: Tenant) -> dict[str, object]:
-    return _fields(tenant) | {"features": json.dumps(list(tenant.features))}
+    return _fields(tenant) | {
+        "features": json.dumps(list(tenant.features)),
+        "require_mfa": json.dumps(list(tenant.require_mfa)),
+    }
 
 
 def _user_row(user: User, password_hash: str) -> dict[str, object]:
