@@ -137,4 +137,5 @@ def session_cookie_header(token: str, config: CookieConfig) -> str:
     """The `Set-Cookie` value that installs `token` as the session cookie."""
     carrier = web.Response()
     set_session_cookie(carrier, token, config)
-    return carrier.headers["Set-Cookie"]
+    morsel = next(iter(carrier.cookies.values()))
+    return morsel.OutputString()
