@@ -165,7 +165,8 @@ def setup_proxy_route(app: web.Application) -> None:
         handler = request.app[PROXY_HANDLER]
         return await handler(request)  # type: ignore[operator,no-any-return]
 
-    app.router.add_route("*", "/{tail:.*}", proxy)
+    # [\s\S]: aiohttp matches the decoded path, and "." would not match an encoded newline.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", proxy)
 
 
 def build_app(config: GatewayConfig, state: StateDir | None = None) -> web.Application:

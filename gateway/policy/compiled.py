@@ -87,12 +87,18 @@ def is_shipped_model(model_text: str) -> bool:
     must be decided by pycasbin. A reordered but equivalent matcher is also False: the check
     is conservative, never semantic.
     """
+    # SECURITY: the compiled path replaces the operator's matcher with our reading of the
+    # shipped one; it may do so only for that exact model, else decisions could silently change.
     shipped = _shipped_definitions()
     return shipped is not None and _model_definitions(model_text) == shipped
 
 
+@lru_cache(maxsize=8192)
 def _path_test(obj: str) -> PathTest:
-    """A test equal to `compile_path_pattern(obj).fullmatch`, cheaper when `obj` allows it."""
+    """A test equal to `compile_path_pattern(obj).fullmatch`, cheaper when `obj` allows it.
+
+    Cached: tenants usually repeat the same objects, and the tests are pure functions.
+    """
     wildcard = obj.endswith("*")
     body = obj[:-1] if wildcard else obj
     if any(is_param_segment(seg) for seg in body.split("/")):
@@ -105,11 +111,16 @@ def _path_test(obj: str) -> PathTest:
     return lambda path: path.startswith(body)
 
 
+@lru_cache(maxsize=1024)
+def _acts(act: str) -> frozenset[str] | None:
+    """The request actions `act` admits (as `act_match`), or None for any."""
+    return None if act == "*" else frozenset((act, *act.split("|")))
+
+
 def _entry(index: int, rule: Rule) -> _Entry:
-    acts = None if rule.act == "*" else frozenset((rule.act, *rule.act.split("|")))
     # SECURITY: the reserved namespace is matched only by rules written under it (path_match).
     reserved_ok = rule.obj.startswith(RESERVED_PREFIX)
-    return _Entry(index, acts, _path_test(rule.obj), reserved_ok, rule.as_tuple())
+    return _Entry(index, _acts(rule.act), _path_test(rule.obj), reserved_ok, rule.as_tuple())
 
 
 def _is_reserved(path: str) -> bool:
@@ -134,8 +145,9 @@ class CompiledPolicy:
         deny: dict[str, list[_Entry]] = {}
         unique = list(dict.fromkeys(rules))
         for index, rule in enumerate(unique):
-            target = deny if rule.eft == "deny" else allow
-            target.setdefault(rule.sub, []).append(_entry(index, rule))
+            target = {"allow": allow, "deny": deny}.get(rule.eft)  # others never apply (casbin)
+            if target is not None:
+                target.setdefault(rule.sub, []).append(_entry(index, rule))
         self._allow = {sub: tuple(entries) for sub, entries in allow.items()}
         self._deny = {sub: tuple(entries) for sub, entries in deny.items()}
         self.rule_count = len(unique)
