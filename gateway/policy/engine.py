@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.observability.metrics import POLICY_RELOADS, POLICY_VERSION
 from gateway.pipeline.reasons import Decision
 from gateway.policy.compiled import CompiledPolicy, DomainIndex, is_shipped_model
 from gateway.policy.ports import TenantRuleStore
@@ -251,10 +252,13 @@ class PolicyEngine:
             snapshot = load_snapshot(*self._files)
         except PolicyError as exc:
             log.error("policy: reload refused, keeping version %s: %s", self.version, exc)
+            POLICY_RELOADS.labels(result="error").inc()
             return exc.problems
         self._state = self._new_state(self._state.version + 1, snapshot)
         self._after_load()
         log.info("policy: reloaded files as version %s", self.version)
+        POLICY_RELOADS.labels(result="ok").inc()
+        POLICY_VERSION.set(self.version)
         return []
 
     async def watch_files(self, interval: float = 1.0) -> None:

@@ -284,3 +284,19 @@ async def test_a_cached_decision_needs_no_store_round_trip(files: tuple[Path, Pa
     store.fail = True
     assert await engine.authorize("u_1", ("viewer",), "t_a", "/x", "GET") is first
     assert store.loads == 2
+
+
+def test_reloads_are_counted_in_metrics(engine: PolicyEngine, files: tuple[Path, Path]) -> None:
+    from prometheus_client import REGISTRY
+
+    def count(result: str) -> float:
+        value = REGISTRY.get_sample_value("gateway_policy_reloads_total", {"result": result})
+        return value or 0.0
+
+    ok, error = count("ok"), count("error")
+    assert engine.reload() == []
+    assert count("ok") == ok + 1
+    files[0].write_text("[request_definition]\nr = sub\n")
+    assert engine.reload()
+    assert count("error") == error + 1
+    assert REGISTRY.get_sample_value("gateway_policy_version_info") == engine.version
