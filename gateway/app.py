@@ -14,11 +14,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway import keys
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, Upstream
+from gateway.identity.assertion import AssertionSigner, issuer_for
 from gateway.identity.authn import Authenticator
 from gateway.identity.directory import Directory
 from gateway.identity.passwords import PasswordHasher
 from gateway.identity.service import IdentityService
+from gateway.identity.signing_keys import KeyRing
 from gateway.keyring import derive_key
 from gateway.pipeline.chain import ChainParts, build_proxy_chain
 from gateway.pipeline.entry import ScopeFactory, make_proxy_handler
@@ -30,7 +32,7 @@ from gateway.policy.service import TenantRuleService
 from gateway.proxy.clientip import TrustedProxies
 from gateway.proxy.forward import Forwarder, open_upstream_session
 from gateway.proxy.headers import OwnedHeaders
-from gateway.proxy.routes import RouteTable
+from gateway.proxy.routes import Route, RouteTable, build_route
 from gateway.sessions.cookies import cookie_name
 from gateway.sessions.service import SessionService
 from gateway.storage.memory.bus import MemoryChangeBus
@@ -43,10 +45,19 @@ from gateway.web.admin import setup_admin_api
 from gateway.web.admin_tenant import setup_admin_tenant_api
 from gateway.web.auth_api import setup_auth_api
 from gateway.web.common import AUTH_SERVICES, AuthServices
+from gateway.web.forward_auth import FORWARD_AUTH_ROUTE, make_verify_handler
 from gateway.web.health import Readiness, healthz, make_readyz
 from gateway.web.hosted import setup_hosted_pages
+from gateway.web.jwks import setup_jwks
 
 PROXY_HANDLER = web.AppKey("gateway_proxy_handler", object)
+VERIFY_HANDLER = web.AppKey("gateway_verify_handler", object)
+
+
+def forward_auth_route(config: GatewayConfig) -> Route:
+    """The route forward-auth decides requests under when no configured upstream matches;
+    its name is the assertion's audience."""
+    return build_route(Upstream(name=FORWARD_AUTH_ROUTE, url="http://forward-auth.invalid"))
 
 
 def hashing_concurrency() -> int:
@@ -87,7 +98,10 @@ async def open_auth_services(
 
 
 def build_chain_parts(
-    config: GatewayConfig, services: AuthServices, authorizer: Authorizer
+    config: GatewayConfig,
+    services: AuthServices,
+    authorizer: Authorizer,
+    signer: AssertionSigner | None = None,
 ) -> ChainParts:
     """Everything the proxy chain needs, from the configuration and the services."""
     names = config.headers.resolved_names()
@@ -102,7 +116,15 @@ def build_chain_parts(
         sessions=services.sessions,
         authorizer=authorizer,
         public_origin=config.public_origin,
+        signer=signer,
     )
+
+
+def setup_signing(app: web.Application, config: GatewayConfig) -> None:
+    """The assertion key ring (following `gateway keys rotate` on disk) and its signer."""
+    ring = KeyRing(app[keys.STATE])
+    app[keys.SIGNING_KEYS] = ring
+    app[keys.ASSERTIONS] = AssertionSigner(ring, issuer_for(config.public_url))
 
 
 def open_policy(app: web.Application, config: GatewayConfig, db: SqliteDatabase) -> PolicyEngine:
@@ -132,10 +154,16 @@ def setup_services(app: web.Application, config: GatewayConfig) -> None:
         watcher = asyncio.create_task(engine.watch_files())
         session = await open_upstream_session()
         forwarder = Forwarder(session)
-        parts = build_chain_parts(config, services, PolicyAuthorizer(engine))
+        parts = build_chain_parts(config, services, PolicyAuthorizer(engine), app[keys.ASSERTIONS])
         chain = build_proxy_chain(parts)
         app[keys.CHAIN] = chain
         app[PROXY_HANDLER] = make_proxy_handler(services.scopes, chain, forwarder, session)
+        app[VERIFY_HANDLER] = make_verify_handler(
+            services.scopes,
+            build_proxy_chain(parts, forward_auth_route(config)),
+            TrustedProxies(config.trusted_proxies),
+            parts.header_names,
+        )
         try:
             yield
         finally:
@@ -152,10 +180,23 @@ def setup_gateway_endpoints(app: web.Application) -> None:
     """`/.gateway/*` endpoints served by the gateway itself (registered before the proxy)."""
     app.router.add_get("/.gateway/healthz", healthz)
     app.router.add_get("/.gateway/readyz", make_readyz(app[keys.READINESS]))
+    setup_jwks(app)
     setup_auth_api(app)
     setup_hosted_pages(app)
     setup_admin_api(app)
     setup_admin_tenant_api(app)
+    setup_forward_auth(app)
+
+
+def setup_forward_auth(app: web.Application) -> None:
+    """`/.gateway/verify`: the same decision for a proxy that forwards on its own."""
+
+    async def verify(request: web.Request) -> web.StreamResponse:
+        handler = request.app[VERIFY_HANDLER]
+        return await handler(request)  # type: ignore[operator,no-any-return]
+
+    app.router.add_route("GET", "/.gateway/verify", verify)
+    app.router.add_route("HEAD", "/.gateway/verify", verify)
 
 
 def setup_proxy_route(app: web.Application) -> None:
@@ -175,6 +216,7 @@ def build_app(config: GatewayConfig, state: StateDir | None = None) -> web.Appli
     app[keys.CONFIG] = config
     app[keys.STATE] = state or open_state_dir(config.state_dir)
     app[keys.READINESS] = Readiness()
+    setup_signing(app, config)
     setup_services(app, config)
     setup_gateway_endpoints(app)
     setup_proxy_route(app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import click
@@ -12,6 +13,8 @@ from gateway.config import GatewayConfig
 from gateway.observability.logs import configure_logging
 from gateway.runtime import run_worker, run_workers
 from gateway.storage.state import StateError, open_state_dir
+
+log = logging.getLogger("gateway")
 
 
 def upstream_override(url: str) -> list[dict[str, object]]:
@@ -45,9 +48,12 @@ def serve(
     if workers:
         overrides["workers"] = workers
     config = read_config(config_path, state_dir, overrides)
-    if not config.upstreams:
-        fail("no upstream configured: pass --upstream URL or set `upstreams` in the config file")
     configure_logging(config.logging.level, config.logging.format)
+    if not config.upstreams:
+        log.warning(
+            "no upstream configured (pass --upstream URL or set `upstreams`): only the "
+            "gateway's own endpoints and forward-auth (/.gateway/verify) are served"
+        )
     run(config)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.config import TenancyConfig
+from gateway.identity.assertion import AssertionSigner
 from gateway.identity.authn import Authenticator
 from gateway.pipeline.stages.authorize import Authorize, Authorizer
 from gateway.pipeline.stages.base import Stage
@@ -28,7 +29,7 @@ from gateway.pipeline.stages.settings import ApplyTenantSettings
 from gateway.pipeline.stages.strip import StripIdentityHeaders
 from gateway.pipeline.stages.tenant import ResolveTenant
 from gateway.proxy.headers import OwnedHeaders
-from gateway.proxy.routes import RouteTable
+from gateway.proxy.routes import Route, RouteTable
 from gateway.sessions.service import SessionService
 
 
@@ -46,10 +47,16 @@ class ChainParts:
     sessions: SessionService
     authorizer: Authorizer
     public_origin: str | None
+    signer: AssertionSigner | None = None
+    """Signs `X-Gateway-Assertion`; None (tests only) leaves the assertion out."""
 
 
-def build_proxy_chain(parts: ChainParts) -> tuple[Stage, ...]:
-    """The ordered stages of a proxied request (see the module docstring for why)."""
+def build_proxy_chain(parts: ChainParts, fallback: Route | None = None) -> tuple[Stage, ...]:
+    """The ordered stages of a proxied request (see the module docstring for why).
+
+    Forward-auth (`/.gateway/verify`) runs the same stages with a `fallback` route for
+    requests that match no configured upstream.
+    """
     return (
         CheckRequestHead(parts.max_header_bytes),
         NormalizePath(),
@@ -57,11 +64,11 @@ def build_proxy_chain(parts: ChainParts) -> tuple[Stage, ...]:
             parts.owned_headers, parts.header_names["request_id"], parts.session_cookie
         ),
         ResolveTenant(parts.tenancy),
-        MatchRoute(parts.routes),
+        MatchRoute(parts.routes, fallback),
         LoadPrincipal(parts.authenticator),
         ApplyTenantSettings(parts.routes),
         CheckCsrf(parts.sessions, parts.public_origin),
         EnforceRateLimit(),
         Authorize(parts.authorizer),
-        InjectIdentity(parts.header_names),
+        InjectIdentity(parts.header_names, parts.signer),
     )

@@ -38,7 +38,14 @@ class ScopeFactory:
             headers.getall("Forwarded", []),
             self.trusted,
         )
-        scope = RequestScope(request=request, request_id=request_id, started=time.monotonic())
+        scope = RequestScope(
+            request=request,
+            request_id=request_id,
+            started=time.monotonic(),
+            method=request.method,
+            host=request.host,
+            target=request.raw_path,
+        )
         scope.client_ip = client_ip
         scope.forwarded_chain = chain
         request[SCOPE_KEY] = scope
@@ -58,7 +65,7 @@ def make_proxy_handler(
         for stage in chain:
             deny = await stage(scope)
             if deny is not None:
-                response = deny_response(request, deny)
+                response = deny_response(request, deny, scope.target)
                 response.headers[factory.request_id_header] = scope.request_id
                 if scope.set_cookie is not None:
                     response.headers.add("Set-Cookie", scope.set_cookie)

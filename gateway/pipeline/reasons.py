@@ -15,6 +15,7 @@ class Reason(enum.StrEnum):
     """Why a request was refused; the value is the public, kebab-case code."""
 
     BAD_REQUEST = "bad-request"
+    UNTRUSTED_PROXY = "untrusted-proxy"
     BAD_FRAMING = "bad-framing"
     BAD_PATH = "bad-path"
     HEADERS_TOO_LARGE = "headers-too-large"

@@ -17,6 +17,7 @@ from gateway.pipeline.reasons import Deny, Reason
 STATUS_BY_REASON: MappingProxyType[Reason, int] = MappingProxyType(
     {
         Reason.BAD_REQUEST: 400,
+        Reason.UNTRUSTED_PROXY: 403,
         Reason.BAD_FRAMING: 400,
         Reason.BAD_PATH: 400,
         Reason.HEADERS_TOO_LARGE: 431,
@@ -44,6 +45,7 @@ STATUS_BY_REASON: MappingProxyType[Reason, int] = MappingProxyType(
 DEFAULT_MESSAGES: MappingProxyType[Reason, str] = MappingProxyType(
     {
         Reason.BAD_REQUEST: "the request is malformed",
+        Reason.UNTRUSTED_PROXY: "forward-auth requests must come from a trusted proxy",
         Reason.BAD_FRAMING: "the request's message framing is malformed or ambiguous",
         Reason.BAD_PATH: "the request path is not acceptable",
         Reason.HEADERS_TOO_LARGE: "the request headers are too large",
@@ -94,11 +96,17 @@ def wants_html(request: web.BaseRequest) -> bool:
     return "text/html" in accept and request.method in ("GET", "HEAD")
 
 
-def deny_response(request: web.BaseRequest, deny: Deny) -> web.StreamResponse:
-    """Map a denial to its response: login redirect for browsers, else JSON."""
+def deny_response(
+    request: web.BaseRequest, deny: Deny, target: str | None = None
+) -> web.StreamResponse:
+    """Map a denial to its response: login redirect for browsers, else JSON.
+
+    `target` is the path to come back to after signing in (default: the request's own).
+    """
     if deny.reason in (Reason.UNAUTHENTICATED, Reason.SESSION_EXPIRED) and wants_html(request):
         # SECURITY: only the request's own path goes into rd; the login page re-validates it.
-        target = f"{LOGIN_PATH}?rd={quote(request.raw_path, safe='')}"
+        back = request.raw_path if target is None else target
+        target = f"{LOGIN_PATH}?rd={quote(back, safe='')}"
         return web.Response(status=302, headers={"Location": target, "Cache-Control": "no-store"})
     message = deny.message or DEFAULT_MESSAGES[deny.reason]
     resp = json_error(status_for(deny.reason), deny.reason.value, message)

@@ -27,6 +27,11 @@ class RequestScope:
     request: web.Request
     request_id: str
     started: float
+    method: str = "GET"
+    host: str = ""
+    target: str = "/"
+    """The request's method, Host and raw target (path and query): those of the request
+    itself, or, in forward-auth mode, those a trusted proxy says the original request had."""
     client_ip: str = ""
     forwarded_chain: list[str] = field(default_factory=list)
     path: str = "/"

@@ -17,11 +17,14 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
 
 
-def allowed_origins(request: web.BaseRequest, public_origin: str | None) -> frozenset[str]:
-    """The origins a same-origin request may come from: `public_url`, else the request's own."""
+def allowed_origins(
+    request: web.BaseRequest, public_origin: str | None, host: str | None = None
+) -> frozenset[str]:
+    """The origins a same-origin request may come from: `public_url`, else the request's own
+    (`host` overrides the request's Host: forward-auth checks the original request's)."""
     if public_origin is not None:
         return frozenset({public_origin})
-    own = request_origin(request.scheme, request.host)
+    own = request_origin(request.scheme, host or request.host)
     return frozenset({own}) if own else frozenset()
 
 
@@ -35,9 +38,14 @@ def csrf_ok(
     record: SessionRecord,
     sessions: SessionService,
     public_origin: str | None,
+    method: str | None = None,
+    host: str | None = None,
 ) -> bool:
-    """True when a cookie-authenticated request may change state (see the module docstring)."""
-    if request.method in SAFE_METHODS:
+    """True when a cookie-authenticated request may change state (see the module docstring).
+
+    `method` overrides the request's own (forward-auth checks the original request's).
+    """
+    if (method or request.method) in SAFE_METHODS:
         return True
     ok_token, token = _single(request, CSRF_HEADER)
     if ok_token and token is not None and sessions.check_csrf(record, token):
@@ -47,7 +55,7 @@ def csrf_ok(
     # SECURITY: repeated Origin/Referer headers are ambiguous; refuse rather than pick one.
     if not (ok_origin and ok_referer):
         return False
-    return same_origin_request(origin, referer, allowed_origins(request, public_origin))
+    return same_origin_request(origin, referer, allowed_origins(request, public_origin, host))
 
 
 def form_origin_ok(request: web.BaseRequest, public_origin: str | None) -> bool:

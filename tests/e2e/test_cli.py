@@ -64,11 +64,11 @@ async def test_serve_with_a_bad_config_fails_with_clear_lines(tmp_path: Path) ->
     assert "Traceback" not in err
 
 
-async def test_serve_without_upstream_says_what_to_do(tmp_path: Path) -> None:
-    code, _, err = await run_cli("serve", cwd=tmp_path)
-    assert code != 0
-    assert "--upstream" in err
-    assert "Traceback" not in err
+async def test_serve_without_upstream_warns_and_serves_forward_auth(tmp_path: Path) -> None:
+    async with run_gateway(tmp_path, None) as gw:
+        async with aiohttp.ClientSession() as http, http.get(f"{gw.url}/anything") as r:
+            assert r.status == 404
+        assert "--upstream" in gw.logs()
 
 
 async def test_zero_config_start_creates_private_state(

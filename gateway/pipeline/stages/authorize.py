@@ -31,7 +31,7 @@ class Authorize:
             # SECURITY: unreachable by chain order, but no principal must never mean allow.
             return Deny(Reason.UNAUTHENTICATED)
         try:
-            decision = await self.authorizer.decide(principal, scope.path, scope.request.method)
+            decision = await self.authorizer.decide(principal, scope.path, scope.method)
         except Exception:
             # SECURITY: an engine that cannot decide denies (503), never allows.
             return Deny(Reason.POLICY_UNAVAILABLE)

@@ -23,6 +23,9 @@ class CheckCsrf:
         if principal is None or principal.session is None:
             return None
         # SECURITY: browsers attach the cookie cross-site; the origin proves the user's intent.
-        if not csrf_ok(scope.request, principal.session, self.sessions, self.public_origin):
+        session = principal.session
+        if not csrf_ok(
+            scope.request, session, self.sessions, self.public_origin, scope.method, scope.host
+        ):
             return Deny(Reason.CSRF)
         return None

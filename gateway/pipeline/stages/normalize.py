@@ -17,7 +17,7 @@ class NormalizePath:
     name = "NormalizePath"
 
     async def __call__(self, scope: RequestScope) -> Deny | None:
-        raw = scope.request.raw_path
+        raw = scope.target
         path, sep, query = raw.partition("?")
         try:
             # SECURITY: encoded slashes, dot-segment escapes and double encoding are refused

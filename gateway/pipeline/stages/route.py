@@ -5,7 +5,7 @@ from __future__ import annotations
 from gateway.pipeline.reasons import Deny, Reason
 from gateway.pipeline.scope import RequestScope
 from gateway.proxy.headers import upgrade_protocol
-from gateway.proxy.routes import RouteTable
+from gateway.proxy.routes import Route, RouteTable
 
 RESERVED_PREFIX = "/.gateway/"
 
@@ -20,12 +20,17 @@ def request_hostname(host: str) -> str:
 
 
 class MatchRoute:
-    """Assigns `scope.route` and `scope.public`; refuses what no route or upgrade allows."""
+    """Assigns `scope.route` and `scope.public`; refuses what no route or upgrade allows.
+
+    With a `fallback` (forward-auth mode), a request no configured route matches is decided
+    as a protected request of that route rather than refused.
+    """
 
     name = "MatchRoute"
 
-    def __init__(self, table: RouteTable) -> None:
+    def __init__(self, table: RouteTable, fallback: Route | None = None) -> None:
         self.table = table
+        self.fallback = fallback
 
     async def __call__(self, scope: RequestScope) -> Deny | None:
         path = scope.path
@@ -34,7 +39,7 @@ class MatchRoute:
         if path.startswith(RESERVED_PREFIX) or path == RESERVED_PREFIX[:-1]:
             return Deny(Reason.ROUTE_UNKNOWN)
         request = scope.request
-        route = self.table.match(request_hostname(request.host), path)
+        route = self.table.match(request_hostname(scope.host), path) or self.fallback
         if route is None:
             return Deny(Reason.ROUTE_UNKNOWN)
         scope.route = route
@@ -54,7 +59,7 @@ class MatchRoute:
             return None
         # SECURITY: only WebSocket over GET is tunnelled; h2c and other upgrades would let a
         # client speak a protocol to the upstream that the gateway no longer inspects.
-        if protocol != "websocket" or scope.request.method != "GET":
+        if protocol != "websocket" or scope.method != "GET":
             return Deny(Reason.UPGRADE_REFUSED)
         scope.websocket = True
         return None

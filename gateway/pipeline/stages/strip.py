@@ -66,7 +66,7 @@ class StripIdentityHeaders:
             headers,
             client_ip=scope.client_ip,
             proto=request.scheme,
-            host=request.host,
+            host=scope.host,
             prior_chain=scope.forwarded_chain,
         )
         headers[self.request_id_header] = scope.request_id

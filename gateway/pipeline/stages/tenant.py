@@ -27,7 +27,7 @@ class ResolveTenant:
             # SECURITY: every source is read; disagreement is tenant confusion, not a choice.
             found = resolve_tenant_request(
                 self.config,
-                request_hostname(request.host),
+                request_hostname(scope.host),
                 request.headers.getall(TENANT_HEADER, []),
                 scope.path,
             )

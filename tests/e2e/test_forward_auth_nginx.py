@@ -1,0 +1,160 @@
+"""Forward-auth through real nginx `auth_request`, with the shipped example configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.support.gateway_proc import base_config, run_gateway, stop_process
+from tests.support.net import free_port, parse_response, raw_request, wait_for_port
+from tests.support.upstream import EchoUpstream, run_echo_upstream
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "forward-auth" / "nginx-server.conf"
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+MAIN = """
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    include {tmp}/server.conf;
+}}
+"""
+
+
+@contextlib.asynccontextmanager
+async def run_nginx(tmp: Path, gateway: str, app: str) -> AsyncIterator[str]:
+    if NGINX is None:
+        if os.environ.get("GATEWAY_TEST_REQUIRE_SERVICES") == "1":
+            pytest.fail("nginx is not installed (apt-get install nginx)")
+        pytest.skip("nginx is not installed (apt-get install nginx)")
+    port = free_port()
+    server = EXAMPLE.read_text()
+    for name, value in (
+        ("LISTEN_ADDR", f"127.0.0.1:{port}"),
+        ("GATEWAY_ADDR", gateway),
+        ("APP_ADDR", app),
+    ):
+        server = server.replace(name, value)
+    (tmp / "server.conf").write_text(server)
+    (tmp / "nginx.conf").write_text(MAIN.format(tmp=tmp))
+    proc = await asyncio.create_subprocess_exec(
+        NGINX,
+        "-c",
+        str(tmp / "nginx.conf"),
+        "-p",
+        str(tmp),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await wait_for_port("127.0.0.1", port, 10)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await stop_process(proc)
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    async with run_echo_upstream() as app:
+        config = base_config(app.url, tmp_path, trusted_proxies=["127.0.0.1/32"])
+        config["upstreams"] = []
+        config["rate_limits"] = {"defaults": False}
+        async with run_gateway(tmp_path / "gw", config) as gw:
+            nginx_dir = tmp_path / "nginx"
+            nginx_dir.mkdir()
+            async with run_nginx(nginx_dir, f"127.0.0.1:{gw.port}", f"127.0.0.1:{app.port}") as url:
+                yield {"url": url, "app": app, "gateway": gw}
+
+
+def client() -> aiohttp.ClientSession:
+    """A client that keeps cookies for 127.0.0.1 (aiohttp's default jar ignores IP hosts)."""
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def signup(http: aiohttp.ClientSession, url: str, email: str, tenant: str) -> Any:
+    body = {"email": email, "password": "correct horse battery staple", "tenant": tenant}
+    async with http.post(f"{url}/.gateway/auth/signup", json=body) as r:
+        assert r.status == 201, await r.text()
+        return await r.json()
+
+
+def received(app: EchoUpstream) -> dict[str, str]:
+    return {k.lower(): v for k, v in app.requests[-1]["headers"]}
+
+
+async def test_nginx_auth_request_passes_verified_identity(stack: dict[str, Any]) -> None:
+    url, app = stack["url"], stack["app"]
+    async with client() as http:
+        account = await signup(http, url, "fa@example.test", "acme-fa")
+        async with http.get(
+            f"{url}/reports/1",
+            headers={"X-User-Id": "forged", "X-User-Roles": "admin", "X-Tenant-Id": "t_evil"},
+        ) as r:
+            assert r.status == 200
+        seen = received(app)
+        assert seen["x-user-id"] == account["user"]["id"]
+        assert seen["x-tenant-slug"] == "acme-fa"
+        assert seen["x-user-roles"] == "admin"
+        assert seen["x-auth-method"] == "session"
+        assert seen["x-request-id"]
+
+
+async def test_nginx_unauthenticated_browser_is_sent_to_login(stack: dict[str, Any]) -> None:
+    url, app = stack["url"], stack["app"]
+    before = len(app.requests)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            f"{url}/private", headers={"Accept": "text/html"}, allow_redirects=False
+        ) as r:
+            assert r.status == 302
+            assert r.headers["Location"].endswith("/.gateway/login?rd=/private")
+        async with http.get(f"{url}/.gateway/login") as r:
+            assert r.status == 200
+            assert "<form" in await r.text()
+    assert len(app.requests) == before
+
+
+async def test_nginx_denied_request_never_reaches_the_app(stack: dict[str, Any]) -> None:
+    url, app = stack["url"], stack["app"]
+    async with client() as http:
+        await signup(http, url, "fb@example.test", "acme-fb")
+        before = len(app.requests)
+        resp = await raw_request(
+            "127.0.0.1",
+            int(url.rsplit(":", 1)[1]),
+            b"GET /a/%2e%2e/%2e%2e/etc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        status, _, _ = parse_response(resp)
+        assert status in (400, 401, 500)
+    assert len(app.requests) == before
+
+
+async def test_verify_refuses_untrusted_peers(tmp_path: Path) -> None:
+    async with run_echo_upstream() as app:
+        config = base_config(app.url, tmp_path)  # no trusted proxies
+        async with (
+            run_gateway(tmp_path / "gw", config) as gw,
+            aiohttp.ClientSession() as http,
+            http.get(f"{gw.url}/.gateway/verify", headers={"X-Original-URI": "/x"}) as r,
+        ):
+            assert r.status == 403
+            assert (await r.json())["error"]["code"] == "untrusted-proxy"
