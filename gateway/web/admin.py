@@ -74,13 +74,16 @@ async def find_tenant(services: AuthServices, ref: str) -> Tenant | None:
 
 
 async def roles_in(services: AuthServices, principal: Principal, tenant: Tenant) -> tuple[str, ...]:
-    """The principal's roles in `tenant` (plus `operator` for operators)."""
+    """The principal's roles in `tenant` for the admin API: operators act as operators only
+    (a tenant role's deny, e.g. an admin's on settings, must not bind the platform role)."""
+    if principal.is_operator:
+        return ("operator",)
     if principal.kind == "user":
         roles = await services.directory.roles(tenant.id, principal.id) or ()
     else:
         # SECURITY: a service account exists in exactly one tenant.
         roles = principal.roles if tenant.id == principal.tenant.id else ()
-    return (*roles, "operator") if principal.is_operator else tuple(roles)
+    return tuple(roles)
 
 
 async def managed_tenant(

@@ -381,3 +381,15 @@ async def test_operator_can_patch_any_tenant(org: Org, http: aiohttp.ClientSessi
         org.env, http, "PATCH", "/tenants/no-such-tenant", org.operator, {"features": []}
     )
     assert status == 404, body
+
+
+async def test_an_operator_who_is_also_a_tenant_admin_may_patch_its_settings(
+    org: Org, http: aiohttp.ClientSession
+) -> None:
+    # The tenant admin role denies PATCH of settings; as an operator the same user acts with
+    # the platform role only, so that deny must not bind them (regression).
+    _, session = await cli_member(org.env, org.admin.tenant_slug, "admin", operator=True)
+    status, body = await admin_call(
+        org.env, http, "PATCH", f"/tenants/{org.admin.tenant_slug}", session, {"features": []}
+    )
+    assert status == 200, body
