@@ -6,7 +6,9 @@ import aiohttp
 from aiohttp import web
 
 from gateway.config import GatewayConfig
+from gateway.identity.assertion import AssertionSigner
 from gateway.identity.passwords import PasswordHasher
+from gateway.identity.signing_keys import KeyRing
 from gateway.pipeline.stages.base import Stage
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.service import TenantRuleService
@@ -29,3 +31,5 @@ BUS = web.AppKey("gateway_bus", MemoryChangeBus)
 HASHER = web.AppKey("gateway_hasher", PasswordHasher)
 POLICY = web.AppKey("gateway_policy", PolicyEngine)
 TENANT_RULES = web.AppKey("gateway_tenant_rules", TenantRuleService)
+SIGNING_KEYS = web.AppKey("gateway_signing_keys", KeyRing)
+ASSERTIONS = web.AppKey("gateway_assertions", AssertionSigner)

@@ -13,6 +13,7 @@ from gateway import __version__
 from gateway.cli.bootstrap import operators_group, tenants_group, users_group
 from gateway.cli.config_cmd import config_group
 from gateway.cli.demo import demo
+from gateway.cli.keys_cmd import keys_group
 from gateway.cli.policy_cmd import policy_group
 from gateway.cli.serve import migrate, serve
 
@@ -31,3 +32,4 @@ main.add_command(tenants_group)
 main.add_command(users_group)
 main.add_command(operators_group)
 main.add_command(policy_group)
+main.add_command(keys_group)

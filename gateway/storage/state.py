@@ -6,9 +6,14 @@ in which another user could read them, and refused when their mode has been wide
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import secrets
 import stat
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 MASTER_KEY_FILE = "master.key"
 SIGNING_DIR = "signing"
+SIGNING_META_FILE = "keys.json"
+SIGNING_LOCK_FILE = ".lock"
 DATABASE_FILE = "gateway.db"
 
 
@@ -41,6 +48,14 @@ class StateDir:
     @property
     def signing_dir(self) -> Path:
         return self.root / SIGNING_DIR
+
+    @property
+    def signing_meta_path(self) -> Path:
+        """The signing key ring's metadata (kids and their timeline), JSON, 0600."""
+        return self.signing_dir / SIGNING_META_FILE
+
+    def signing_key_path(self, kid: str) -> Path:
+        return self.signing_dir / f"{kid}.pem"
 
 
 def write_secret_file(path: Path, data: bytes) -> None:
@@ -81,22 +96,90 @@ def ensure_master_key(state: StateDir) -> bytes:
     return key
 
 
-def ensure_signing_key(state: StateDir) -> Path:
-    """The path of the current Ed25519 signing key, generated on first use."""
+def replace_secret_file(path: Path, data: bytes) -> None:
+    """Replaces `path` atomically with `data` (mode 0600): readers see the old or the new
+    content, never a partial file, and never a moment where the content is world-readable."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    write_secret_file(tmp, data)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def signing_lock(state: StateDir) -> Iterator[None]:
+    """Serializes changes to the signing key ring across processes (an exclusive flock)."""
     state.signing_dir.mkdir(mode=0o700, exist_ok=True)
-    keys = sorted(state.signing_dir.glob("*.pem"))
-    if not keys:
-        kid = secrets.token_hex(8)
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+    fd = os.open(state.signing_dir / SIGNING_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def create_signing_key(state: StateDir) -> str:
+    """Generates a new Ed25519 key in `signing/<kid>.pem` (0600) and returns its kid."""
+    state.signing_dir.mkdir(mode=0o700, exist_ok=True)
+    kid = secrets.token_hex(8)
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    write_secret_file(state.signing_key_path(kid), pem)
+    return kid
+
+
+def load_signing_key(state: StateDir) -> Callable[[str], Ed25519PrivateKey]:
+    """A loader of `signing/<kid>.pem`, refusing widened modes and non-Ed25519 keys."""
+
+    def load(kid: str) -> Ed25519PrivateKey:
+        key = serialization.load_pem_private_key(
+            read_secret_file(state.signing_key_path(kid)), None
         )
-        write_secret_file(state.signing_dir / f"{kid}.pem", pem)
-        keys = sorted(state.signing_dir.glob("*.pem"))
-    for key in keys:
-        check_private_mode(key)
-    return keys[-1]
+        if not isinstance(key, Ed25519PrivateKey):
+            raise StateError(f"{state.signing_key_path(kid)} is not an Ed25519 key")
+        return key
+
+    return load
+
+
+def _initial_ring(state: StateDir) -> list[dict[str, object]]:
+    """Ring entries for a directory without metadata: a new key signing now, or the key
+    files of an older version adopted as they are (each active since it was written)."""
+    pems = sorted(state.signing_dir.glob("*.pem"), key=lambda p: p.stat().st_mtime)
+    if not pems:
+        now = time.time()
+        return [{"kid": create_signing_key(state), "created_at": now, "activates_at": now}]
+    return [
+        {"kid": p.stem, "created_at": p.stat().st_mtime, "activates_at": p.stat().st_mtime}
+        for p in pems
+    ]
+
+
+def ensure_signing_key(state: StateDir) -> Path:
+    """The signing key ring's metadata file, created on first use (see `_initial_ring`);
+    it must be a well-formed ring, and it and every key file must be 0600."""
+    # Imported here: the ring's format module builds on this one's file primitives.
+    from gateway.identity.signing_keys import read_meta
+
+    with signing_lock(state):
+        meta = state.signing_meta_path
+        if not meta.exists():
+            doc = {"version": 1, "keys": _initial_ring(state)}
+            replace_secret_file(meta, json.dumps(doc, indent=2).encode())
+        read_meta(state)  # refuses a widened mode or a malformed ring before serving
+        for key in state.signing_dir.glob("*.pem"):
+            check_private_mode(key)
+    return meta
 
 
 def open_state_dir(root: Path) -> StateDir:
