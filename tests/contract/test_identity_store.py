@@ -1,12 +1,13 @@
 """Conformance suite of the IdentityStore port, run over every adapter.
 
-Only SQLite exists so far; a new adapter adds its name to `ADAPTERS` and a branch in the
+A new adapter adds its name to `BACKENDS` (tests/contract/conftest.py) and a branch in the
 `backend` fixture (a fresh, empty, migrated store per test, plus a way to list audit actions).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.audit.chain import GENESIS, chain_hash
 from gateway.audit.events import Actor, AuditEvent
 from gateway.identity.errors import Conflict, NotFound
 from gateway.identity.models import (
@@ -26,30 +28,55 @@ from gateway.identity.models import (
     new_id,
 )
 from gateway.storage.ports import IdentityStore
+from gateway.storage.postgres.identity import PostgresIdentityStore
 from gateway.storage.sqlite.database import SqliteDatabase
 from gateway.storage.sqlite.identity import SqliteIdentityStore
+from tests.contract.conftest import BackendKind
 
-ADAPTERS = ["sqlite"]
 SYSTEM = Actor("system")
+
+
+ChainRow = tuple[str, str, str, str]  # (chain, record JSON, prev_hash, hash), in seq order
+CHAIN_SQL = "SELECT chain, record, prev_hash, hash FROM {table} ORDER BY seq"
 
 
 @dataclass
 class Backend:
     store: IdentityStore
     audit_actions: Callable[[], Awaitable[list[str]]]
+    audit_chain: Callable[[], Awaitable[list[ChainRow]]]
 
 
-@pytest.fixture(params=ADAPTERS)
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    assert request.param == "sqlite"
+@pytest.fixture
+async def backend(backend_kind: BackendKind, tmp_path: Path) -> AsyncIterator[Backend]:
+    if backend_kind.name == "postgres":
+        pg = await backend_kind.open_postgres()
+
+        async def pg_actions() -> list[str]:
+            rows = await pg.fetch("SELECT action FROM gateway.audit_events ORDER BY seq")
+            return [str(row[0]) for row in rows]
+
+        async def pg_chain() -> list[ChainRow]:
+            rows = await pg.fetch(CHAIN_SQL.format(table="gateway.audit_events"))
+            return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+        try:
+            yield Backend(PostgresIdentityStore(pg), pg_actions, pg_chain)
+        finally:
+            await pg.close()
+        return
     db = await SqliteDatabase.open(tmp_path / "identity.db")
 
     async def actions() -> list[str]:
         rows = await db.fetchall("SELECT action FROM audit_events ORDER BY seq")
         return [str(row[0]) for row in rows]
 
+    async def chain() -> list[ChainRow]:
+        rows = await db.fetchall(CHAIN_SQL.format(table="audit_events"))
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
     try:
-        yield Backend(SqliteIdentityStore(db), actions)
+        yield Backend(SqliteIdentityStore(db), actions, chain)
     finally:
         await db.close()
 
@@ -104,6 +131,16 @@ async def test_duplicate_email_is_a_conflict_and_writes_nothing(store: IdentityS
         await signup(store, "other", "ann@example.com")
     assert caught.value.field == "email"
     assert await store.get_tenant_by_slug("other") is None
+
+
+async def test_emails_are_unique_whatever_their_case(store: IdentityStore) -> None:
+    _, ann = await signup(store, "acme", "ann@example.com")
+    with pytest.raises(Conflict) as caught:
+        await signup(store, "other", "ANN@Example.com")
+    assert caught.value.field == "email"
+    found = await store.get_user_by_email("ann@example.com")
+    assert found is not None
+    assert found.user == ann
 
 
 async def test_duplicate_slug_is_a_conflict(store: IdentityStore) -> None:
@@ -298,3 +335,18 @@ async def test_lookups_of_missing_rows_return_none(store: IdentityStore) -> None
     assert await store.get_invitation_by_token_hash("0" * 64) is None
     assert await store.get_api_key("key_missing") is None
     assert await store.list_memberships("u_missing") == []
+
+
+async def test_concurrent_events_form_one_unbroken_chain_per_tenant(backend: Backend) -> None:
+    tenants = ["t_a", "t_b", None]
+    await asyncio.gather(
+        *(backend.store.append_audit(event("auth.signin", tenants[i % 3])) for i in range(24))
+    )
+    last: dict[str, str] = {}
+    rows = await backend.audit_chain()
+    for chain, record, prev_hash, digest in rows:
+        assert prev_hash == last.get(chain, GENESIS)
+        assert digest == chain_hash(prev_hash, json.loads(record))
+        last[chain] = digest
+    assert len(rows) == 24
+    assert set(last) == {"t_a", "t_b", "platform"}

@@ -1,13 +1,16 @@
 """Conformance suite of the `TenantRuleStore` port, run over every adapter.
 
-Only the SQLite adapter exists so far; a new adapter joins by adding a factory to `ADAPTERS`.
+Runs over every name in `BACKENDS` (tests/contract/conftest.py): SQLite and PostgreSQL. A new
+adapter adds a branch to `_open`, returning the store and a `Handle` on its database.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,50 +20,73 @@ from gateway.policy.ports import TenantRuleStore
 from gateway.policy.rules import PolicyError, Rule
 from gateway.policy.service import TenantRuleService
 from gateway.storage.ports import StoreUnavailable
+from gateway.storage.postgres.policy import PostgresTenantRuleStore
 from gateway.storage.sqlite.database import SqliteDatabase
 from gateway.storage.sqlite.policy import SqliteTenantRuleStore
+from tests.contract.conftest import BackendKind
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policy"
 ACTOR = Actor("user", "u_admin")
 
-StoreFactory = Callable[[Path], Awaitable[tuple[TenantRuleStore, SqliteDatabase]]]
+
+@dataclass
+class Handle:
+    """What the suite needs of the database beside the store: audit reads and an outage."""
+
+    audit_rows: Callable[[str, str], Awaitable[list[tuple[str, dict[str, Any]]]]]
+    break_reads: Callable[[], Awaitable[None]]
+    close: Callable[[], Awaitable[None]]
 
 
-async def _sqlite(tmp_path: Path) -> tuple[TenantRuleStore, SqliteDatabase]:
+async def _sqlite(tmp_path: Path) -> tuple[TenantRuleStore, Handle]:
     db = await SqliteDatabase.open(tmp_path / "gateway.db")
-    return SqliteTenantRuleStore(db), db
+
+    async def audit_rows(column: str, value: str) -> list[tuple[str, dict[str, Any]]]:
+        sql = f"SELECT action, record FROM audit_events WHERE {column} = ? ORDER BY seq"  # noqa: S608
+        return [(str(r[0]), json.loads(r[1])) for r in await db.fetchall(sql, (value,))]
+
+    return SqliteTenantRuleStore(db), Handle(audit_rows, db.reader.close, db.close)
 
 
-ADAPTERS: dict[str, StoreFactory] = {"sqlite": _sqlite}
+async def _postgres(kind: BackendKind) -> tuple[TenantRuleStore, Handle]:
+    db = await kind.open_postgres()
+
+    async def audit_rows(column: str, value: str) -> list[tuple[str, dict[str, Any]]]:
+        sql = f"SELECT action, record FROM gateway.audit_events WHERE {column} = $1 ORDER BY seq"  # noqa: S608
+        return [(str(r[0]), json.loads(r[1])) for r in await db.fetch(sql, value)]
+
+    return PostgresTenantRuleStore(db), Handle(audit_rows, db.close, db.close)
 
 
-@pytest.fixture(params=sorted(ADAPTERS))
+@pytest.fixture
 async def store_db(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[tuple[TenantRuleStore, SqliteDatabase]]:
-    store, db = await ADAPTERS[request.param](tmp_path)
-    yield store, db
-    await db.close()
+    backend_kind: BackendKind, tmp_path: Path
+) -> AsyncIterator[tuple[TenantRuleStore, Handle]]:
+    if backend_kind.name == "postgres":
+        store, handle = await _postgres(backend_kind)
+    else:
+        store, handle = await _sqlite(tmp_path)
+    yield store, handle
+    await handle.close()
 
 
 def _event(tenant_id: str) -> AuditEvent:
     return AuditEvent(action="policy.update", actor=ACTOR, tenant_id=tenant_id)
 
 
-async def _audit_actions(db: SqliteDatabase, tenant_id: str) -> list[str]:
-    rows = await db.fetchall("SELECT action FROM audit_events WHERE tenant_id = ?", (tenant_id,))
-    return [str(r[0]) for r in rows]
+async def _audit_actions(db: Handle, tenant_id: str) -> list[str]:
+    return [action for action, _ in await db.audit_rows("tenant_id", tenant_id)]
 
 
 async def test_unknown_tenant_has_no_rules(
-    store_db: tuple[TenantRuleStore, SqliteDatabase],
+    store_db: tuple[TenantRuleStore, Handle],
 ) -> None:
     store, _ = store_db
     assert await store.list_rules("t_nobody") == []
 
 
 async def test_replace_then_list_keeps_order_and_drops_duplicates(
-    store_db: tuple[TenantRuleStore, SqliteDatabase],
+    store_db: tuple[TenantRuleStore, Handle],
 ) -> None:
     store, db = store_db
     rules = [
@@ -76,7 +102,7 @@ async def test_replace_then_list_keeps_order_and_drops_duplicates(
 
 
 async def test_stored_domain_is_always_the_owning_tenant(
-    store_db: tuple[TenantRuleStore, SqliteDatabase],
+    store_db: tuple[TenantRuleStore, Handle],
 ) -> None:
     store, _ = store_db
     await store.replace_rules("t_a", [Rule("viewer", "*", "/x", "POST")], _event("t_a"))
@@ -86,7 +112,7 @@ async def test_stored_domain_is_always_the_owning_tenant(
 
 
 async def test_replace_is_atomic_with_its_audit_event(
-    store_db: tuple[TenantRuleStore, SqliteDatabase],
+    store_db: tuple[TenantRuleStore, Handle],
 ) -> None:
     store, db = store_db
     first = [Rule("viewer", "t_a", "/x", "POST")]
@@ -101,16 +127,16 @@ async def test_replace_is_atomic_with_its_audit_event(
 
 
 async def test_a_closed_database_is_store_unavailable(
-    store_db: tuple[TenantRuleStore, SqliteDatabase],
+    store_db: tuple[TenantRuleStore, Handle],
 ) -> None:
     store, db = store_db
-    await db.reader.close()
+    await db.break_reads()
     with pytest.raises(StoreUnavailable):
         await store.list_rules("t_a")
 
 
 async def test_service_validates_audits_stores_and_refreshes_the_engine(
-    store_db: tuple[TenantRuleStore, SqliteDatabase],
+    store_db: tuple[TenantRuleStore, Handle],
 ) -> None:
     store, db = store_db
     engine = PolicyEngine.from_files(
@@ -121,9 +147,8 @@ async def test_service_validates_audits_stores_and_refreshes_the_engine(
     await service.replace_rules("t_a", [Rule("admin", "", "/b/*", "DELETE", "deny")], ACTOR)
     assert not (await engine.authorize("u_1", ("admin",), "t_a", "/b/1", "DELETE")).allow
     assert (await engine.authorize("u_1", ("admin",), "t_b", "/b/1", "DELETE")).allow
-    row = await db.fetchone("SELECT record FROM audit_events WHERE action = 'policy.update'")
-    assert row is not None
-    assert json.loads(row[0])["details"]["rules"] == ["p, admin, t_a, /b/*, DELETE, deny"]
+    [(_, record)] = await db.audit_rows("action", "policy.update")
+    assert record["details"]["rules"] == ["p, admin, t_a, /b/*, DELETE, deny"]
 
 
 @pytest.mark.parametrize(
@@ -136,7 +161,7 @@ async def test_service_validates_audits_stores_and_refreshes_the_engine(
     ],
 )
 async def test_service_refuses_rules_a_tenant_may_not_hold(
-    store_db: tuple[TenantRuleStore, SqliteDatabase], rule: Rule
+    store_db: tuple[TenantRuleStore, Handle], rule: Rule
 ) -> None:
     store, db = store_db
     engine = PolicyEngine.from_files(

@@ -1,6 +1,6 @@
 """Conformance suite of the `SessionStore` port, run over every adapter.
 
-Only SQLite exists today; a PostgreSQL adapter joins by adding a `backend` param.
+Runs over every name in `BACKENDS` (tests/contract/conftest.py): SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from gateway.audit.events import Actor, AuditEvent
 from gateway.sessions import tokens
 from gateway.sessions.models import SessionRecord
 from gateway.storage.ports import SessionStore, StoreConflict
+from gateway.storage.postgres.sessions import PostgresSessionStore
 from gateway.storage.sqlite.database import SqliteDatabase
 from gateway.storage.sqlite.sessions import SqliteSessionStore
+from tests.contract.conftest import BackendKind
 
 NOW = 1_700_000_000.0
 ADMIN = Actor("user", "u_admin")
@@ -41,9 +43,22 @@ async def _sqlite_backend(tmp_path: Path) -> tuple[Backend, Callable[[], Awaitab
     return Backend(SqliteSessionStore(db), records), db.close
 
 
-@pytest.fixture(params=["sqlite"])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    made, close = await _sqlite_backend(tmp_path)
+async def _postgres_backend(kind: BackendKind) -> tuple[Backend, Callable[[], Awaitable[None]]]:
+    db = await kind.open_postgres()
+
+    async def records() -> list[dict[str, Any]]:
+        rows = await db.fetch("SELECT record FROM gateway.audit_events ORDER BY seq")
+        return [json.loads(row[0]) for row in rows]
+
+    return Backend(PostgresSessionStore(db), records), db.close
+
+
+@pytest.fixture
+async def backend(backend_kind: BackendKind, tmp_path: Path) -> AsyncIterator[Backend]:
+    if backend_kind.name == "postgres":
+        made, close = await _postgres_backend(backend_kind)
+    else:
+        made, close = await _sqlite_backend(tmp_path)
     try:
         yield made
     finally:
