@@ -28,18 +28,17 @@ from gateway.pipeline.stages.authorize import Authorizer
 from gateway.policy.authorizer import PolicyAuthorizer
 from gateway.policy.defaults import policy_paths
 from gateway.policy.engine import PolicyEngine
-from gateway.policy.service import TenantRuleService
+from gateway.policy.service import TenantRuleService, policy_listener
 from gateway.proxy.clientip import TrustedProxies
 from gateway.proxy.forward import Forwarder, open_upstream_session
 from gateway.proxy.headers import OwnedHeaders
 from gateway.proxy.routes import Route, RouteTable, build_route
+from gateway.ratelimit.auth import AuthLimiter
+from gateway.ratelimit.factory import is_degraded
+from gateway.ratelimit.limiter import RateLimiter
 from gateway.sessions.cookies import cookie_name
 from gateway.sessions.service import SessionService
-from gateway.storage.memory.bus import MemoryChangeBus
-from gateway.storage.sqlite.database import SqliteDatabase
-from gateway.storage.sqlite.identity import SqliteIdentityStore
-from gateway.storage.sqlite.policy import SqliteTenantRuleStore
-from gateway.storage.sqlite.sessions import SqliteSessionStore
+from gateway.storage.factory import Stores, open_stores
 from gateway.storage.state import StateDir, ensure_master_key, open_state_dir
 from gateway.web.admin import setup_admin_api
 from gateway.web.admin_tenant import setup_admin_tenant_api
@@ -72,19 +71,20 @@ def scope_factory(config: GatewayConfig) -> ScopeFactory:
 
 
 async def open_auth_services(
-    app: web.Application, config: GatewayConfig, db: SqliteDatabase
+    app: web.Application, config: GatewayConfig, stores: Stores
 ) -> AuthServices:
-    """Identity, sessions and the caches in front of them, over the embedded stores."""
-    bus = MemoryChangeBus()
+    """Identity, sessions and the caches in front of them, over the configured stores."""
+    bus = stores.bus
     app[keys.BUS] = bus
     hasher = PasswordHasher(max_concurrency=hashing_concurrency())
     app[keys.HASHER] = hasher
-    identity = IdentityService(SqliteIdentityStore(db), hasher)
+    identity = IdentityService(stores.identity, hasher)
     master = ensure_master_key(app[keys.STATE])
     sessions = SessionService(
-        SqliteSessionStore(db), bus, config.cookie, derive_key(master, "csrf")
-    )
-    directory = Directory(identity)
+        stores.sessions, bus, config.cookie, derive_key(master, "csrf"),
+        cache_ttl=stores.cache_ttl,
+    )  # fmt: skip
+    directory = Directory(identity, ttl=stores.cache_ttl)
     bus.subscribe(directory.on_change)
     return AuthServices(
         identity=identity,
@@ -94,6 +94,9 @@ async def open_auth_services(
         cookie=config.cookie,
         public_origin=config.public_origin,
         scopes=scope_factory(config),
+        limiter=AuthLimiter.from_config(
+            config.rate_limits, stores.rate_limits, key_secret=derive_key(master, "ratelimit")
+        ),
     )
 
 
@@ -102,6 +105,7 @@ def build_chain_parts(
     services: AuthServices,
     authorizer: Authorizer,
     signer: AssertionSigner | None = None,
+    rate_limiter: RateLimiter | None = None,
 ) -> ChainParts:
     """Everything the proxy chain needs, from the configuration and the services."""
     names = config.headers.resolved_names()
@@ -117,6 +121,7 @@ def build_chain_parts(
         authorizer=authorizer,
         public_origin=config.public_origin,
         signer=signer,
+        rate_limiter=rate_limiter,
     )
 
 
@@ -127,51 +132,78 @@ def setup_signing(app: web.Application, config: GatewayConfig) -> None:
     app[keys.ASSERTIONS] = AssertionSigner(ring, issuer_for(config.public_url))
 
 
-def open_policy(app: web.Application, config: GatewayConfig, db: SqliteDatabase) -> PolicyEngine:
+def open_policy(app: web.Application, config: GatewayConfig, stores: Stores) -> PolicyEngine:
     """The Casbin engine over the policy files and the tenants' stored rules."""
     model, rules = policy_paths(config.policy)
-    store = SqliteTenantRuleStore(db)
-    engine = PolicyEngine.from_files(model, rules, store=store)
+    engine = PolicyEngine.from_files(model, rules, store=stores.rules)
     app[keys.POLICY] = engine
-    app[keys.TENANT_RULES] = TenantRuleService(store, engine)
+    app[keys.TENANT_RULES] = TenantRuleService(stores.rules, engine, stores.bus)
+    stores.bus.subscribe(policy_listener(engine))
     return engine
+
+
+def add_readiness(app: web.Application, stores: Stores) -> None:
+    """Stores must answer; Redis and shared rate limits are reported, never blocking."""
+    readiness = app[keys.READINESS]
+    for name, check in stores.checks.items():
+        readiness.add(name, check)
+    redis = stores.redis
+    if redis is not None:
+
+        async def redis_up() -> None:
+            if not await redis.ping():
+                raise ConnectionError("redis")
+
+        async def shared_limits() -> None:
+            if is_degraded(stores.rate_limits):
+                raise ConnectionError("rate limits are per process")
+
+        readiness.add("redis", redis_up, critical=False)
+        readiness.add("rate_limits", shared_limits, critical=False)
+
+
+def setup_proxy_handlers(
+    app: web.Application, config: GatewayConfig, parts: ChainParts, forwarder: Forwarder
+) -> None:
+    """The proxy chain and the forward-auth chain over the same stages."""
+    services = app[AUTH_SERVICES]
+    chain = build_proxy_chain(parts)
+    app[keys.CHAIN] = chain
+    app[PROXY_HANDLER] = make_proxy_handler(services.scopes, chain, forwarder, forwarder.session)
+    app[VERIFY_HANDLER] = make_verify_handler(
+        services.scopes,
+        build_proxy_chain(parts, forward_auth_route(config)),
+        TrustedProxies(config.trusted_proxies),
+        parts.header_names,
+    )
 
 
 def setup_services(app: web.Application, config: GatewayConfig) -> None:
     """Opens the stores and services, then builds the proxy chain over them."""
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
-        db = await SqliteDatabase.open(app[keys.STATE].database)
-        app[keys.DATABASE] = db
-
-        async def db_ready() -> None:
-            await db.fetchone("SELECT 1")
-
-        app[keys.READINESS].add("database", db_ready)
-        services = await open_auth_services(app, config, db)
-        app[AUTH_SERVICES] = services
-        engine = open_policy(app, config, db)
-        watcher = asyncio.create_task(engine.watch_files())
-        session = await open_upstream_session()
-        forwarder = Forwarder(session)
-        parts = build_chain_parts(config, services, PolicyAuthorizer(engine), app[keys.ASSERTIONS])
-        chain = build_proxy_chain(parts)
-        app[keys.CHAIN] = chain
-        app[PROXY_HANDLER] = make_proxy_handler(services.scopes, chain, forwarder, session)
-        app[VERIFY_HANDLER] = make_verify_handler(
-            services.scopes,
-            build_proxy_chain(parts, forward_auth_route(config)),
-            TrustedProxies(config.trusted_proxies),
-            parts.header_names,
-        )
-        try:
-            yield
-        finally:
-            watcher.cancel()
-            await session.close()
-            services.sessions.close()
-            await app[keys.HASHER].close()
-            await db.close()
+        async with open_stores(config, app[keys.STATE]) as stores:
+            app[keys.STORES] = stores
+            add_readiness(app, stores)
+            services = await open_auth_services(app, config, stores)
+            app[AUTH_SERVICES] = services
+            engine = open_policy(app, config, stores)
+            watcher = asyncio.create_task(engine.watch_files())
+            session = await open_upstream_session()
+            limiter = RateLimiter.from_config(
+                config.rate_limits, config.upstreams, stores.rate_limits
+            )
+            parts = build_chain_parts(
+                config, services, PolicyAuthorizer(engine), app[keys.ASSERTIONS], limiter
+            )
+            setup_proxy_handlers(app, config, parts, Forwarder(session))
+            try:
+                yield
+            finally:
+                watcher.cancel()
+                await session.close()
+                services.sessions.close()
+                await app[keys.HASHER].close()
 
     app.cleanup_ctx.append(services_ctx)
 

@@ -14,7 +14,8 @@ from gateway.policy.engine import PolicyEngine
 from gateway.policy.service import TenantRuleService
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.routes import RouteTable
-from gateway.storage.memory.bus import MemoryChangeBus
+from gateway.storage.factory import Stores
+from gateway.storage.ports import ChangeBus
 from gateway.storage.sqlite.database import SqliteDatabase
 from gateway.storage.state import StateDir
 from gateway.web.health import Readiness
@@ -27,7 +28,8 @@ UPSTREAM_SESSION = web.AppKey("gateway_upstream_session", aiohttp.ClientSession)
 FORWARDER = web.AppKey("gateway_forwarder", Forwarder)
 CHAIN: web.AppKey[tuple[Stage, ...]] = web.AppKey("gateway_chain")
 READINESS = web.AppKey("gateway_readiness", Readiness)
-BUS = web.AppKey("gateway_bus", MemoryChangeBus)
+BUS = web.AppKey("gateway_bus", ChangeBus)
+STORES = web.AppKey("gateway_stores", Stores)
 HASHER = web.AppKey("gateway_hasher", PasswordHasher)
 POLICY = web.AppKey("gateway_policy", PolicyEngine)
 TENANT_RULES = web.AppKey("gateway_tenant_rules", TenantRuleService)

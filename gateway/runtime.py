@@ -130,13 +130,11 @@ def run_workers(config: GatewayConfig, workers: int) -> int:
 
 
 async def _migrate_once(config: GatewayConfig) -> None:
-    from gateway.storage.sqlite.database import connect, migrate
+    """Opens the stores once so the schema is ready (or refused) before any worker starts."""
+    from gateway.storage.factory import open_stores
 
-    db = await connect(open_state_dir(config.state_dir).database)
-    try:
-        await migrate(db)
-    finally:
-        await db.close()
+    async with open_stores(config, open_state_dir(config.state_dir)):
+        pass
 
 
 def flush_std() -> None:

@@ -15,7 +15,6 @@ from gateway.policy.defaults import policy_paths
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.tooling import check as explain
 from gateway.policy.tooling import lint as lint_files
-from gateway.storage.sqlite.policy import SqliteTenantRuleStore
 
 
 @click.group("policy")
@@ -71,9 +70,7 @@ def check(
             fail(f"unknown tenant {tenant!r}")
         subject, roles = await _subject(services, sub, found.id)
         model, rules = policy_paths(config.policy)
-        engine = PolicyEngine.from_files(
-            model, rules, store=SqliteTenantRuleStore(services.db), freeze_gc=False
-        )
+        engine = PolicyEngine.from_files(model, rules, store=services.stores.rules, freeze_gc=False)
         await engine.ensure_tenant(found.id)
         decision, text = explain(engine, subject, roles, found.id, normalized, method.upper())
         return decision.allow, text

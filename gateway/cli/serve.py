@@ -12,6 +12,9 @@ from gateway.cli.common import config_options, fail, read_config
 from gateway.config import GatewayConfig
 from gateway.observability.logs import configure_logging
 from gateway.runtime import run_worker, run_workers
+from gateway.storage.factory import migrate_configured
+from gateway.storage.migrations import MigrationError
+from gateway.storage.ports import StoreUnavailable
 from gateway.storage.state import StateError, open_state_dir
 
 log = logging.getLogger("gateway")
@@ -67,6 +70,8 @@ def run(config: GatewayConfig) -> None:
         if config.workers > 1:
             raise SystemExit(run_workers(config, config.workers))
         run_worker(config, reuse_port=False)
+    except (MigrationError, StoreUnavailable, StateError) as exc:
+        fail(str(exc))
     except OSError as exc:
         fail(f"cannot listen on {config.listen}: {exc.strerror or exc}")
 
@@ -88,13 +93,7 @@ def migrate(config_path: Path | None, state_dir: Path | None) -> None:
 
 
 async def _migrate(config: GatewayConfig) -> list[str]:
-    from gateway.storage.migrations import MigrationError
-    from gateway.storage.sqlite.database import connect, migrate
-
-    db = await connect(open_state_dir(config.state_dir).database)
     try:
-        return await migrate(db)
-    except MigrationError as exc:
+        return await migrate_configured(config, open_state_dir(config.state_dir))
+    except (MigrationError, StoreUnavailable) as exc:
         fail(str(exc))
-    finally:
-        await db.close()

@@ -37,6 +37,7 @@ from gateway.config.sections import (
     MetricsConfig,
     PolicyConfig,
     RateLimitsConfig,
+    StorageConfig,
     TenancyConfig,
     TracingConfig,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "RateLimitRule",
     "RateLimitsConfig",
     "RouteMatch",
+    "StorageConfig",
     "TenancyConfig",
     "Timeouts",
     "TracingConfig",
@@ -79,6 +81,7 @@ class GatewayConfig(ConfigModel):
     database_url: SecretStr | None = None
     redis_url: SecretStr | None = None
     auto_migrate: bool = False
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     trusted_proxies: Annotated[tuple[Network, ...], BeforeValidator(_split_csv)] = ()
     workers: int = Field(default=1, ge=1, le=64)
     upstreams: tuple[Upstream, ...] = ()

@@ -138,3 +138,13 @@ class TracingConfig(ConfigModel):
         if value is not None:
             check_http_url(value)
         return value
+
+
+class StorageConfig(ConfigModel):
+    """Scale-out tuning: PostgreSQL pool size and the Redis key prefix of this deployment."""
+
+    pool_min: int = Field(default=1, ge=0, le=100)
+    pool_max: int = Field(default=10, ge=1, le=500)
+    redis_prefix: str = Field(
+        default="gateway:", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$"
+    )

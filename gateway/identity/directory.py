@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from gateway.identity.models import Tenant, User
 from gateway.identity.service import IdentityService
+from gateway.storage.ports import BUS_DISCONNECTED, BUS_RESYNC, DEGRADED_CACHE_TTL
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -63,6 +64,7 @@ class Directory:
         self, identity: IdentityService, ttl: float = 1.0, clock: Callable[[], float] = time.time
     ) -> None:
         self.identity = identity
+        self.ttl = ttl
         self._slugs: TtlCache[str, Tenant | None] = TtlCache(ttl, 10_000, clock)
         self._tenants: TtlCache[str, Tenant | None] = TtlCache(ttl, 10_000, clock)
         self._users: TtlCache[str, User | None] = TtlCache(ttl, 50_000, clock)
@@ -89,9 +91,20 @@ class Directory:
     async def is_operator(self, user_id: str) -> bool:
         return await self._operators.get(user_id, lambda: self.identity.is_operator(user_id))
 
+    def _caches(self) -> tuple[TtlCache[Any, Any], ...]:
+        return (self._slugs, self._tenants, self._users, self._roles, self._operators)
+
     async def on_change(self, topic: str, payload: Mapping[str, Any]) -> None:
-        """Change-bus subscriber: drops what the announced change affects."""
-        if topic == MEMBERSHIP_CHANGED:
+        """Change-bus subscriber: drops what the announced change affects; on a lost bus,
+        bounds every cache's age tightly; on resync, forgets everything."""
+        if topic == BUS_DISCONNECTED:
+            for cache in self._caches():
+                cache.ttl = min(self.ttl, DEGRADED_CACHE_TTL)
+        elif topic == BUS_RESYNC:
+            for cache in self._caches():
+                cache.clear()
+                cache.ttl = self.ttl
+        elif topic == MEMBERSHIP_CHANGED:
             key = (payload.get("tenant_id"), payload.get("user_id"))
             self._roles.drop(lambda k: k == key)
         elif topic == TENANT_CHANGED:

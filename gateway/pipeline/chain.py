@@ -30,6 +30,7 @@ from gateway.pipeline.stages.strip import StripIdentityHeaders
 from gateway.pipeline.stages.tenant import ResolveTenant
 from gateway.proxy.headers import OwnedHeaders
 from gateway.proxy.routes import Route, RouteTable
+from gateway.ratelimit.limiter import RateLimiter
 from gateway.sessions.service import SessionService
 
 
@@ -48,6 +49,7 @@ class ChainParts:
     authorizer: Authorizer
     public_origin: str | None
     signer: AssertionSigner | None = None
+    rate_limiter: RateLimiter | None = None
     """Signs `X-Gateway-Assertion`; None (tests only) leaves the assertion out."""
 
 
@@ -68,7 +70,7 @@ def build_proxy_chain(parts: ChainParts, fallback: Route | None = None) -> tuple
         LoadPrincipal(parts.authenticator),
         ApplyTenantSettings(parts.routes),
         CheckCsrf(parts.sessions, parts.public_origin),
-        EnforceRateLimit(),
+        EnforceRateLimit(parts.rate_limiter),
         Authorize(parts.authorizer),
         InjectIdentity(parts.header_names, parts.signer),
     )

@@ -67,8 +67,8 @@ def make_proxy_handler(
             if deny is not None:
                 response = deny_response(request, deny, scope.target)
                 response.headers[factory.request_id_header] = scope.request_id
-                if scope.set_cookie is not None:
-                    response.headers.add("Set-Cookie", scope.set_cookie)
+                for name, value in scope.response_headers:
+                    response.headers.add(name, value)
                 return response
         if scope.websocket:
             return await tunnel_websocket(scope, session)

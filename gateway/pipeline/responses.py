@@ -13,6 +13,8 @@ from urllib.parse import quote
 from aiohttp import web
 
 from gateway.pipeline.reasons import Deny, Reason
+from gateway.ratelimit.headers import too_many_requests_response
+from gateway.ratelimit.limiter import RateLimitedDeny
 
 STATUS_BY_REASON: MappingProxyType[Reason, int] = MappingProxyType(
     {
@@ -103,6 +105,8 @@ def deny_response(
 
     `target` is the path to come back to after signing in (default: the request's own).
     """
+    if isinstance(deny, RateLimitedDeny):
+        return too_many_requests_response(deny.results)
     if deny.reason in (Reason.UNAUTHENTICATED, Reason.SESSION_EXPIRED) and wants_html(request):
         # SECURITY: only the request's own path goes into rd; the login page re-validates it.
         back = request.raw_path if target is None else target

@@ -43,8 +43,9 @@ class RequestScope:
     principal: Principal | None = None
     decision: Decision | None = None
     websocket: bool = False
-    set_cookie: str | None = None
-    """A `Set-Cookie` value the response must carry (a rotated session token)."""
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+    """Headers the response must carry whatever it is: a rotated session cookie, the rate
+    limit fields. Added (never replacing) to the upstream's or the denial's headers."""
 
 
 SCOPE_KEY = web.RequestKey("gateway_scope", RequestScope)

@@ -15,14 +15,15 @@ guarantees that a stored rule set:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 from gateway.audit.events import Actor, AuditEvent, RequestContext
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.ports import TenantRuleStore
 from gateway.policy.rules import PolicyError, Rule, tenant_rule_problems
 from gateway.policy.snapshot import build_enforcer, tenant_rule_rows
+from gateway.storage.ports import BUS_RESYNC, BusCallback, ChangeBus
 
 MAX_TENANT_RULES: Final = 200
 
@@ -42,12 +43,18 @@ def rules_for_tenant(tenant_id: str, rules: Sequence[Rule]) -> list[Rule]:
     return list(dict.fromkeys(owned))
 
 
+POLICY_CHANGED = "policy.changed"  # {"tenant_id": str}
+
+
 class TenantRuleService:
     """Reads and replaces one tenant's stored rules (see the module docstring)."""
 
-    def __init__(self, store: TenantRuleStore, engine: PolicyEngine) -> None:
+    def __init__(
+        self, store: TenantRuleStore, engine: PolicyEngine, bus: ChangeBus | None = None
+    ) -> None:
         self._store = store
         self._engine = engine
+        self._bus = bus
 
     async def list_rules(self, tenant_id: str) -> list[Rule]:
         """The tenant's stored rules (file rules are not included)."""
@@ -77,4 +84,19 @@ class TenantRuleService:
         )
         await self._store.replace_rules(tenant_id, owned, event)
         self._engine.invalidate_tenant(tenant_id)
+        if self._bus is not None:  # other replicas drop their copy of this tenant's rules
+            await self._bus.publish(POLICY_CHANGED, {"tenant_id": tenant_id})
         return owned
+
+
+def policy_listener(engine: PolicyEngine) -> BusCallback:
+    """A change-bus subscriber keeping `engine` in step with other replicas' rule changes."""
+
+    async def on_change(topic: str, payload: Mapping[str, Any]) -> None:
+        tenant_id = payload.get("tenant_id")
+        if topic == POLICY_CHANGED and isinstance(tenant_id, str):
+            engine.invalidate_tenant(tenant_id)
+        elif topic == BUS_RESYNC:  # notices may have been lost: re-read every tenant
+            engine.reload()
+
+    return on_change

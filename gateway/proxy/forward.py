@@ -75,7 +75,7 @@ class Forwarder:
         body = LimitedBody(request.content, route.max_body_bytes) if request.body_exists else None
         try:
             async with self._send(scope, route, body) as upstream:
-                return await self._relay(request, upstream, scope.set_cookie)
+                return await self._relay(request, upstream, scope.response_headers)
         except (BodyTooLarge, TimeoutError, aiohttp.ClientError, OSError) as exc:
             if body is not None and body.exceeded:
                 response = deny_response(request, Deny(Reason.BODY_TOO_LARGE))
@@ -108,12 +108,14 @@ class Forwarder:
 
     @staticmethod
     async def _relay(
-        request: web.Request, upstream: aiohttp.ClientResponse, set_cookie: str | None
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        extra: list[tuple[str, str]],
     ) -> web.StreamResponse:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         response.headers.update(build_response_headers(upstream.headers))
-        if set_cookie is not None:
-            response.headers.add("Set-Cookie", set_cookie)
+        for name, value in extra:
+            response.headers.add(name, value)
         bodyless = request.method == "HEAD" or upstream.status in NO_BODY_STATUSES
         if not bodyless and "Content-Length" not in response.headers and request.version >= (1, 1):
             response.enable_chunked_encoding()

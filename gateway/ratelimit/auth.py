@@ -113,25 +113,29 @@ class AuthLimiter:
         store: RateLimitStore,
         *,
         endpoints: Mapping[str, Limit] | None = ENDPOINT_LIMITS,
-        account: Limit = ACCOUNT_LIMIT,
+        account: Limit | None = ACCOUNT_LIMIT,
         penalty: PenaltyPolicy | None = None,
         key_secret: bytes | None = None,
     ) -> None:
-        """`endpoints=None` turns the per-IP limits off; account limits are always on.
+        """`endpoints=None` turns the per-IP limits off and `account=None` the per-account
+        attempt budget; the failure penalty (growing delays) is always on.
         `key_secret` (optional) keys the account hashes (see `account_key`)."""
         self.store = store
         self._secret = key_secret
         self.endpoints: Mapping[str, Limit] = endpoints or {}
-        self.account = account
+        self.account = account or ACCOUNT_LIMIT
+        self.account_budget = account is not None
         self.penalty = penalty or PenaltyPolicy()
 
     @classmethod
     def from_config(
         cls, limits: RateLimitsConfig, store: RateLimitStore, key_secret: bytes | None = None
     ) -> AuthLimiter:
-        """Per-IP limits only when `rate_limits.defaults` is true."""
-        endpoints = ENDPOINT_LIMITS if limits.defaults else None
-        return cls(store, endpoints=endpoints, key_secret=key_secret)
+        """Per-IP limits and the per-account attempt budget only when `rate_limits.defaults`
+        is true; the failure penalty always applies (the contract requires it)."""
+        if limits.defaults:
+            return cls(store, key_secret=key_secret)
+        return cls(store, endpoints=None, account=None, key_secret=key_secret)
 
     async def check(self, endpoint: str, client_ip: str, email: str | None = None) -> AuthCheck:
         """Charge one attempt at `endpoint` from `client_ip` (and for `email`, if given).
@@ -148,7 +152,7 @@ class AuthLimiter:
         if limit is not None and client_ip:
             key = f"auth/{endpoint}:ip={rate_limit_key_ip(client_ip)}"
             named.append((endpoint, limit, RateCheck(key, limit.per_second, limit.burst)))
-        if email is not None:
+        if email is not None and self.account_budget:
             acct = self.account
             check = RateCheck(self._key(email), acct.per_second, acct.burst)
             named.append((ACCOUNT_POLICY, acct, check))

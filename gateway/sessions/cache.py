@@ -55,6 +55,15 @@ class SessionCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def ttl(self) -> float:
+        """The current age bound; lowered while the change bus is disconnected."""
+        return self._ttl
+
+    @ttl.setter
+    def ttl(self, value: float) -> None:
+        self._ttl = max(0.0, value)
+
     def get(self, token_hash: str) -> CacheEntry | None:
         """The fresh entry for `token_hash` (marked most recently used), else None."""
         entry = self._entries.get(token_hash)

@@ -31,7 +31,14 @@ from gateway.sessions.models import (
     SessionRecord,
     session_event,
 )
-from gateway.storage.ports import ChangeBus, SessionStore, StoreUnavailable
+from gateway.storage.ports import (
+    BUS_DISCONNECTED,
+    BUS_RESYNC,
+    DEGRADED_CACHE_TTL,
+    ChangeBus,
+    SessionStore,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +79,7 @@ class SessionService:
         self._clock = clock
         self._touch_interval = touch_interval
         self.cache = SessionCache(cache_size, cache_ttl, clock)
+        self._cache_ttl = cache_ttl
         self._unsubscribe = bus.subscribe(self._on_change)
 
     def close(self) -> None:
@@ -295,6 +303,14 @@ class SessionService:
             log.exception("change-bus publish failed", extra={"action": topic})
 
     async def _on_change(self, topic: str, payload: Mapping[str, Any]) -> None:
+        if topic == BUS_DISCONNECTED:
+            # SECURITY: revocations elsewhere cannot reach us now; trust cached copies briefly.
+            self.cache.ttl = min(self._cache_ttl, DEGRADED_CACHE_TTL)
+            return
+        if topic == BUS_RESYNC:
+            self.cache.clear()
+            self.cache.ttl = self._cache_ttl
+            return
         predicate = invalidation(topic, payload)
         if predicate is not None:
             self.cache.drop_where(predicate)

@@ -186,6 +186,14 @@ class StoreConflict(Exception):
     """A write broke a uniqueness rule (e.g. a duplicate session id); nothing was changed."""
 
 
+BUS_RESYNC = "bus.resync"
+"""Reserved topic, delivered locally: notices may have been lost; drop every cached value."""
+BUS_DISCONNECTED = "bus.disconnected"
+"""Reserved topic, delivered locally: no notices arrive for now; bound cache ages tightly."""
+DEGRADED_CACHE_TTL = 0.25
+"""How old a cached value may be while the change bus is disconnected (seconds)."""
+
+
 class SessionStore(Protocol):
     """Session records by public id and token hash; only the token's SHA-256 is ever stored.
 

@@ -30,6 +30,13 @@ from gateway.web.csrf import csrf_ok
 INVALID_CREDENTIALS = "invalid email or password"
 
 
+def with_headers(response: web.Response, headers: list[tuple[str, str]]) -> web.Response:
+    """`response` with the rate-limit headers added."""
+    for name, value in headers:
+        response.headers.add(name, value)
+    return response
+
+
 def auth_view(result: AuthResult) -> dict[str, Any]:
     """The contract's `{user, tenant, roles}` body."""
     return {
@@ -64,7 +71,11 @@ async def start_session(
 async def signup(request: web.Request) -> web.StreamResponse:
     """`POST /.gateway/auth/signup`: a new tenant (as its admin), or join by invitation."""
     services = request.app[AUTH_SERVICES]
-    ctx = request_context(services.scope(request))
+    scope = services.scope(request)
+    ctx = request_context(scope)
+    check = await services.limiter.check("signup", scope.client_ip)
+    if (refused := check.refusal()) is not None:
+        return refused
     try:
         body = await read_json_object(request)
         email = required_string(body, "email")
@@ -78,8 +89,8 @@ async def signup(request: web.Request) -> web.StreamResponse:
             tenant = required_string(body, "tenant")
             result = await services.identity.signup(email, password, tenant, ctx)
     except (IdentityError, BadBody) as exc:
-        return error_response(exc)
-    response = web.json_response(auth_view(result), status=201)
+        return with_headers(error_response(exc), check.headers)
+    response = with_headers(web.json_response(auth_view(result), status=201), check.headers)
     await start_session(services, request, result, response)
     return response
 
@@ -87,7 +98,8 @@ async def signup(request: web.Request) -> web.StreamResponse:
 async def signin(request: web.Request) -> web.StreamResponse:
     """`POST /.gateway/auth/signin`: one status and body for every failure."""
     services = request.app[AUTH_SERVICES]
-    ctx = request_context(services.scope(request))
+    scope = services.scope(request)
+    ctx = request_context(scope)
     try:
         body = await read_json_object(request)
         email = required_string(body, "email")
@@ -95,11 +107,19 @@ async def signin(request: web.Request) -> web.StreamResponse:
         tenant = optional_string(body, "tenant")
     except BadBody as exc:
         return error_response(exc)
+    # SECURITY: brute force: per-IP and per-account budgets, growing delays after failures.
+    check = await services.limiter.check("signin", scope.client_ip, email)
+    if (refused := check.refusal()) is not None:
+        return refused
     result = await services.identity.signin(email, password, tenant, ctx)
     if result is None:
+        await services.limiter.record_failure(email)
         # SECURITY: the same status, body and (dummy-hash) time whether or not the email exists.
-        return json_error(401, "invalid-credentials", INVALID_CREDENTIALS)
-    response = web.json_response(auth_view(result))
+        return with_headers(
+            json_error(401, "invalid-credentials", INVALID_CREDENTIALS), check.headers
+        )
+    await services.limiter.record_success(email)
+    response = with_headers(web.json_response(auth_view(result)), check.headers)
     await start_session(services, request, result, response)
     return response
 

@@ -17,6 +17,7 @@ from gateway.identity.service import IdentityService
 from gateway.pipeline.entry import ScopeFactory
 from gateway.pipeline.responses import json_error
 from gateway.pipeline.scope import SCOPE_KEY, RequestScope
+from gateway.ratelimit.auth import AuthLimiter
 from gateway.sessions.service import SessionService
 
 MAX_JSON_BYTES = 64 * 1024
@@ -33,6 +34,7 @@ class AuthServices:
     cookie: CookieConfig
     public_origin: str | None
     scopes: ScopeFactory
+    limiter: AuthLimiter
 
     def scope(self, request: web.Request) -> RequestScope:
         """The request's scope (id, client IP through trusted proxies), created once."""

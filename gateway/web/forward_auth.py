@@ -86,8 +86,8 @@ def make_verify_handler(
             return _refusal(request, scope, deny)
         response = web.Response(status=200, headers=verified_headers(scope, names))
         response.headers["Cache-Control"] = "no-store"
-        if scope.set_cookie is not None:
-            response.headers.add("Set-Cookie", scope.set_cookie)
+        for name, value in scope.response_headers:
+            response.headers.add(name, value)
         return response
 
     return verify

@@ -16,9 +16,18 @@ class Readiness:
 
     def __init__(self) -> None:
         self.checks: dict[str, Check] = {}
+        self.advisory: set[str] = set()
 
-    def add(self, name: str, check: Check) -> None:
+    def add(self, name: str, check: Check, *, critical: bool = True) -> None:
+        """Registers a check; a non-critical one is reported but never makes us unready
+        (Redis: the gateway keeps serving from the database while it is down)."""
         self.checks[name] = check
+        if not critical:
+            self.advisory.add(name)
+
+    def ready(self, results: dict[str, str]) -> bool:
+        """True when every critical check passed."""
+        return all(v == "ok" for k, v in results.items() if k not in self.advisory)
 
     async def run(self) -> dict[str, str]:
         """Every check's result, run concurrently, each bounded by CHECK_TIMEOUT."""
@@ -44,7 +53,7 @@ def make_readyz(readiness: Readiness) -> Callable[[web.Request], Awaitable[web.R
 
     async def readyz(request: web.Request) -> web.Response:
         results = await readiness.run()
-        ready = all(v == "ok" for v in results.values())
+        ready = readiness.ready(results)
         return web.json_response(
             {"status": "ready" if ready else "not-ready", "checks": results},
             status=200 if ready else 503,

@@ -13,13 +13,14 @@ from gateway.audit.events import Actor
 from gateway.identity.errors import IdentityError
 from gateway.sessions.cookies import clear_session_cookie, read_session_token
 from gateway.sessions.service import SIGNOUT
-from gateway.web.auth_api import INVALID_CREDENTIALS, start_session
+from gateway.web.auth_api import INVALID_CREDENTIALS, start_session, with_headers
 from gateway.web.common import AUTH_SERVICES, request_context
 from gateway.web.csrf import csrf_ok, form_origin_ok
 from gateway.web.pages import login_page, logout_page, message_page, signup_page
 from gateway.web.redirects import safe_redirect_target
 
 MAX_FORM_BYTES = 16 * 1024
+TOO_MANY = "too many attempts; wait a moment and try again"
 
 
 def see_other(location: str) -> web.Response:
@@ -53,10 +54,18 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     # SECURITY: open redirect: rd is only ever a relative path on this host.
     rd = safe_redirect_target(form.get("rd"))
     email = form.get("email", "")
-    ctx = request_context(services.scope(request))
-    result = await services.identity.signin(email, form.get("password", ""), None, ctx)
+    scope = services.scope(request)
+    # SECURITY: the form shares the JSON sign-in's budgets (same endpoint name).
+    check = await services.limiter.check("signin", scope.client_ip, email)
+    if not check.allowed:
+        return with_headers(login_page(rd, TOO_MANY, email=email[:254], status=429), check.headers)
+    result = await services.identity.signin(
+        email, form.get("password", ""), None, request_context(scope)
+    )
     if result is None:
+        await services.limiter.record_failure(email)
         return login_page(rd, INVALID_CREDENTIALS, email=email[:254], status=401)
+    await services.limiter.record_success(email)
     response = see_other(rd)
     await start_session(services, request, result, response)
     return response
@@ -79,7 +88,11 @@ async def signup_submit(request: web.Request) -> web.StreamResponse:
     rd = safe_redirect_target(form.get("rd"))
     email, password = form.get("email", ""), form.get("password", "")
     invitation, tenant = form.get("invitation", ""), form.get("tenant", "")
-    ctx = request_context(services.scope(request))
+    scope = services.scope(request)
+    ctx = request_context(scope)
+    check = await services.limiter.check("signup", scope.client_ip)
+    if not check.allowed:
+        return with_headers(signup_page(rd, TOO_MANY, email=email[:254], status=429), check.headers)
     try:
         if invitation:
             result = await services.identity.signup_with_invitation(

@@ -12,7 +12,7 @@ from gateway.pipeline.responses import STATUS_BY_REASON
 from gateway.policy.authorizer import PolicyAuthorizer
 from gateway.policy.defaults import packaged
 from gateway.policy.engine import PolicyEngine
-from gateway.storage.sqlite.database import SqliteDatabase
+from gateway.storage.factory import open_stores
 from gateway.storage.state import open_state_dir
 
 
@@ -28,9 +28,8 @@ async def test_stages_run_in_the_documented_order(tmp_path: Path) -> None:
     )
     app = web.Application()
     app[keys.STATE] = open_state_dir(tmp_path)
-    db = await SqliteDatabase.open(app[keys.STATE].database)
-    try:
-        services = await open_auth_services(app, config, db)
+    async with open_stores(config, app[keys.STATE]) as stores:
+        services = await open_auth_services(app, config, stores)
         engine = PolicyEngine.from_files(
             packaged("model.conf"), packaged("policy.csv"), freeze_gc=False
         )
@@ -38,8 +37,6 @@ async def test_stages_run_in_the_documented_order(tmp_path: Path) -> None:
         chain = build_proxy_chain(parts)
         services.sessions.close()
         await app[keys.HASHER].close()
-    finally:
-        await db.close()
     assert [stage.name for stage in chain] == [
         "CheckRequestHead",
         "NormalizePath",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.pipeline.reasons import Reason
 from gateway.pipeline.responses import deny_response
-from gateway.pipeline.stages.ratelimit import RATE_LIMIT_HEADERS, EnforceRateLimit
+from gateway.pipeline.stages.ratelimit import EnforceRateLimit
 from gateway.ratelimit.limiter import RateLimitedDeny, RateLimiter
 from gateway.ratelimit.rules import RuleSet
 from gateway.ratelimit.stores import MemoryRateLimitStore
@@ -23,10 +23,10 @@ def stage(clock: Clock) -> EnforceRateLimit:
     return EnforceRateLimit(RateLimiter(rules(), MemoryRateLimitStore(clock)))
 
 
-async def test_allowed_requests_carry_their_headers_on_the_request() -> None:
+async def test_allowed_requests_carry_their_headers_in_the_scope() -> None:
     s = scope("/x", "POST")
     assert await stage(Clock())(s) is None
-    assert s.request[RATE_LIMIT_HEADERS] == [
+    assert s.response_headers == [
         ("RateLimit-Policy", '"app-writes";q=2;w=2, "per-ip";q=50;w=30'),
         ("RateLimit", '"app-writes";r=1;t=1, "per-ip";r=49;t=1'),
     ]
@@ -54,7 +54,7 @@ async def test_a_refused_request_charges_no_other_rule() -> None:
         await enforce(scope("/x", "POST"))
     s = scope("/x", "GET")
     assert await enforce(s) is None
-    assert s.request[RATE_LIMIT_HEADERS][1] == ("RateLimit", '"per-ip";r=47;t=2')
+    assert s.response_headers[1] == ("RateLimit", '"per-ip";r=47;t=2')
 
 
 async def test_users_have_separate_budgets() -> None:
@@ -70,7 +70,7 @@ async def test_without_limiter_or_rules_nothing_is_charged_or_added() -> None:
     assert await EnforceRateLimit()(s) is None
     empty = EnforceRateLimit(RateLimiter(RuleSet(), MemoryRateLimitStore()))
     assert await empty(s) is None
-    assert RATE_LIMIT_HEADERS not in s.request
+    assert s.response_headers == []
 
 
 async def test_today_s_deny_response_is_a_429_with_the_rate_headers() -> None:

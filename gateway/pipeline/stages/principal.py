@@ -34,5 +34,6 @@ class LoadPrincipal:
             return Deny(Reason.UNAUTHENTICATED)
         scope.principal = found
         if found.new_token is not None:
-            scope.set_cookie = session_cookie_header(found.new_token, self.authenticator.cookie)
+            cookie = session_cookie_header(found.new_token, self.authenticator.cookie)
+            scope.response_headers.append(("Set-Cookie", cookie))
         return None

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from gateway.pipeline.reasons import Deny
 from gateway.pipeline.scope import RequestScope
 from gateway.ratelimit.limiter import RateLimiter
-
-RATE_LIMIT_HEADERS = web.RequestKey("gateway_rate_limit_headers", list[tuple[str, str]])
-"""Where an allowed request's `RateLimit-Policy`/`RateLimit` headers wait for the response:
-`request.get(RATE_LIMIT_HEADERS, [])`; absent when no rule applied."""
 
 
 class EnforceRateLimit:
     """Charges the request against every applicable rule; public routes too (ip rules).
 
     A limited request is refused with a `RateLimitedDeny` (429, `Retry-After`, rate headers);
-    an allowed one continues with its rate headers stored under `RATE_LIMIT_HEADERS`.
+    an allowed one continues with its rate headers added to `scope.response_headers`.
     Without a limiter every request passes.
     """
 
@@ -32,6 +26,5 @@ class EnforceRateLimit:
         outcome = await self.limiter.check(scope)
         if not outcome.allowed:
             return self.limiter.deny(outcome)
-        if outcome.results:
-            scope.request[RATE_LIMIT_HEADERS] = outcome.headers
+        scope.response_headers.extend(outcome.headers)
         return None

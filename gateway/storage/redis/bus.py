@@ -32,13 +32,13 @@ from typing import Any
 
 from redis.asyncio.client import PubSub
 
+from gateway.storage.ports import BUS_DISCONNECTED as BUS_DISCONNECTED
+from gateway.storage.ports import BUS_RESYNC as BUS_RESYNC
 from gateway.storage.ports import BusCallback
 from gateway.storage.redis.client import REDIS_ERRORS, RedisHandle
 
 log = logging.getLogger(__name__)
 
-BUS_RESYNC = "bus.resync"  # {}: notices may have been lost; drop every cached value
-BUS_DISCONNECTED = "bus.disconnected"  # {}: no notices arrive; bound cache ages tightly
 CHANNEL = "bus"
 
 Hook = Callable[[], None]
