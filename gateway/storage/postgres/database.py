@@ -29,13 +29,17 @@ Record: TypeAlias = Any  # asyncpg.Record
 # writes: connection exceptions (class 08), admin/crash shutdown and "cannot connect now"
 # (57P01..57P03), and a read-only transaction (25006: we are talking to a demoted primary).
 _RECONNECT_STATES = ("57P01", "57P02", "57P03", "25006")
+_INTERNAL_ERROR = asyncpg.exceptions._base.InternalClientError
 # Also unavailable, but the connection itself is fine: out of resources (class 53).
 _UNAVAILABLE_CLASSES = ("08", "53")
 
 
 def must_reconnect(exc: BaseException) -> bool:
     """Whether `exc` means this connection (or the server behind it) is gone or read-only."""
-    if isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError):
+    # InternalClientError: asyncpg's protocol state broke (e.g. the server killed the
+    # connection mid-operation); the connection is unusable.
+    lost = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, _INTERNAL_ERROR)
+    if isinstance(exc, lost):
         return True
     state = getattr(exc, "sqlstate", None)
     return isinstance(state, str) and (state.startswith("08") or state in _RECONNECT_STATES)
