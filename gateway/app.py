@@ -12,6 +12,7 @@ import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from gateway import keys
 from gateway.config import GatewayConfig, Upstream
@@ -22,13 +23,14 @@ from gateway.identity.passwords import PasswordHasher
 from gateway.identity.service import IdentityService
 from gateway.identity.signing_keys import KeyRing
 from gateway.keyring import derive_key
+from gateway.observability.setup import setup_observability
 from gateway.pipeline.chain import ChainParts, build_proxy_chain
 from gateway.pipeline.entry import ScopeFactory, make_proxy_handler
 from gateway.pipeline.stages.authorize import Authorizer
 from gateway.policy.authorizer import PolicyAuthorizer
 from gateway.policy.defaults import policy_paths
 from gateway.policy.engine import PolicyEngine
-from gateway.policy.service import TenantRuleService, policy_listener
+from gateway.policy.service import TenantRuleService, policy_listener, watch_rule_changes
 from gateway.proxy.clientip import TrustedProxies
 from gateway.proxy.forward import Forwarder, open_upstream_session
 from gateway.proxy.headers import OwnedHeaders
@@ -188,7 +190,10 @@ def setup_services(app: web.Application, config: GatewayConfig) -> None:
             services = await open_auth_services(app, config, stores)
             app[AUTH_SERVICES] = services
             engine = open_policy(app, config, stores)
-            watcher = asyncio.create_task(engine.watch_files())
+            watchers = [
+                asyncio.create_task(engine.watch_files()),
+                asyncio.create_task(watch_rule_changes(engine, stores.rules)),
+            ]
             session = await open_upstream_session()
             limiter = RateLimiter.from_config(
                 config.rate_limits, config.upstreams, stores.rate_limits
@@ -200,7 +205,8 @@ def setup_services(app: web.Application, config: GatewayConfig) -> None:
             try:
                 yield
             finally:
-                watcher.cancel()
+                for watcher in watchers:
+                    watcher.cancel()
                 await session.close()
                 services.sessions.close()
                 await app[keys.HASHER].close()
@@ -242,14 +248,22 @@ def setup_proxy_route(app: web.Application) -> None:
     app.router.add_route("*", r"/{tail:[\s\S]*}", proxy)
 
 
-def build_app(config: GatewayConfig, state: StateDir | None = None) -> web.Application:
-    """The whole gateway as an aiohttp Application, ready for a runner."""
+def build_app(
+    config: GatewayConfig,
+    state: StateDir | None = None,
+    *,
+    span_exporter: SpanExporter | None = None,
+) -> web.Application:
+    """The whole gateway as an aiohttp Application, ready for a runner.
+
+    `span_exporter` (tests) turns tracing on without an OTLP endpoint."""
     app = web.Application(client_max_size=1024 * 1024)
     app[keys.CONFIG] = config
     app[keys.STATE] = state or open_state_dir(config.state_dir)
     app[keys.READINESS] = Readiness()
     setup_signing(app, config)
     setup_services(app, config)
+    setup_observability(app, config, exporter=span_exporter)
     setup_gateway_endpoints(app)
     setup_proxy_route(app)
     return app

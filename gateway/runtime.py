@@ -7,26 +7,61 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from gateway.app import build_app
 from gateway.config import GatewayConfig
+from gateway.observability.logs import configure_logging
+from gateway.observability.setup import setup_observability
 from gateway.server import GatewayAppRunner, bind_socket, handler_kwargs, parse_listen
 from gateway.storage.state import open_state_dir
 
 log = logging.getLogger("gateway")
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_registry() -> CollectorRegistry:
+    """The registry `/metrics` serves: this process's, or with `--workers` (where the parent
+    set PROMETHEUS_MULTIPROC_DIR) the sum over every worker, so any worker's answer to a
+    scrape covers them all."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
 def build_metrics_app() -> web.Application:
-    """The metrics listener's application: `/metrics` and nothing else."""
+    """The metrics listener's application: `/metrics` and nothing else.
+
+    # SECURITY: a separate listener with no gateway middleware or routes: metrics are never
+    # served on the main listener, and nothing of the gateway is served here.
+    """
     app = web.Application()
-    app.router.add_get("/metrics", make_aiohttp_handler())
+    app.router.add_get("/metrics", make_aiohttp_handler(registry=metrics_registry()))
     return app
+
+
+def prepare_multiprocess_metrics(config: GatewayConfig) -> Path | None:
+    """For `--workers`: an empty per-run directory for the workers' metric files, exported as
+    PROMETHEUS_MULTIPROC_DIR so that the spawned workers aggregate (None: no metrics)."""
+    if not config.metrics.listen:
+        return None
+    directory = open_state_dir(config.state_dir).root / "metrics"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(mode=0o700)
+    os.environ[MULTIPROC_ENV] = str(directory)
+    return directory
 
 
 async def start_site(
@@ -52,6 +87,7 @@ async def serve(
 ) -> None:
     """Serves until SIGINT or SIGTERM, then drains and closes every resource."""
     app = build_app(config)
+    setup_observability(app, config)  # a no-op once build_app wires it itself
     runner = GatewayAppRunner(
         app,
         handle_signals=False,
@@ -94,8 +130,11 @@ def install_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def run_worker(config: GatewayConfig, reuse_port: bool) -> None:
-    """One serving process (also the body of each `--workers` child)."""
+def run_worker(config: GatewayConfig, reuse_port: bool, log_format: str | None = None) -> None:
+    """One serving process (also the body of each `--workers` child, which being spawned
+    configures its own logging: `log_format`)."""
+    if log_format is not None:
+        configure_logging(config.logging.level, log_format)
     install_uvloop()
     asyncio.run(serve(config, reuse_port=reuse_port))
 
@@ -108,9 +147,12 @@ def run_workers(config: GatewayConfig, workers: int) -> int:
     """
     open_state_dir(config.state_dir)
     asyncio.run(_migrate_once(config))
+    prepare_multiprocess_metrics(config)
     ctx = multiprocessing.get_context("spawn")
+    fmt = config.logging.format
     procs = [
-        ctx.Process(target=run_worker, args=(config, True), daemon=False) for _ in range(workers)
+        ctx.Process(target=run_worker, args=(config, True, fmt), daemon=False)
+        for _ in range(workers)
     ]
     for proc in procs:
         proc.start()
@@ -126,6 +168,8 @@ def run_workers(config: GatewayConfig, workers: int) -> int:
     for proc in procs:
         proc.join()
         codes.append(proc.exitcode or 0)
+        if proc.pid and os.environ.get(MULTIPROC_ENV):
+            multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
     return max(codes, default=0)
 
 

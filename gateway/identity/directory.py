@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from gateway.identity.models import Tenant, User
 from gateway.identity.service import IdentityService
+from gateway.observability.metrics import DIRECTORY_CACHE
 from gateway.storage.ports import BUS_DISCONNECTED, BUS_RESYNC, DEGRADED_CACHE_TTL
 
 K = TypeVar("K")
@@ -40,7 +41,9 @@ class TtlCache(Generic[K, V]):
         hit = self._data.get(key)
         if hit is not None and now - hit[0] < self.ttl:
             self._data.move_to_end(key)
+            DIRECTORY_CACHE.hit()
             return hit[1]
+        DIRECTORY_CACHE.miss()
         value = await load()
         self._data[key] = (now, value)
         self._data.move_to_end(key)

@@ -8,6 +8,10 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
+from gateway.observability import tracing
+from gateway.observability.decisions import DECISIONS
+from gateway.observability.http import note_reason
+from gateway.pipeline.reasons import Deny
 from gateway.pipeline.responses import deny_response
 from gateway.pipeline.scope import SCOPE_KEY, RequestScope
 from gateway.pipeline.stages.base import Stage
@@ -52,6 +56,43 @@ class ScopeFactory:
         return scope
 
 
+STAGE_SPANS = {"LoadPrincipal": "gateway.session_lookup", "Authorize": "gateway.decision"}
+"""The stages traced as child spans of the request span (by stage name)."""
+
+Step = tuple[Stage, str | None]
+
+
+def traced_steps(chain: tuple[Stage, ...]) -> tuple[Step, ...]:
+    """Each stage with the span name it runs under (None: not traced), computed once."""
+    return tuple((stage, STAGE_SPANS.get(getattr(stage, "name", ""))) for stage in chain)
+
+
+async def run_chain(steps: tuple[Step, ...], scope: RequestScope) -> Deny | None:
+    """Runs the stages in order until one denies; traced stages get a child span."""
+    tracer = tracing.STATE.tracer
+    for stage, span_name in steps:
+        if span_name is None or tracer is None:
+            deny = await stage(scope)
+        else:
+            with tracer.start_as_current_span(span_name, record_exception=False) as span:
+                deny = await stage(scope)
+                span.set_attribute("gateway.denied", deny is not None)
+        if deny is not None:
+            return deny
+    return None
+
+
+def denied(factory: ScopeFactory, scope: RequestScope, deny: Deny) -> web.StreamResponse:
+    """The denial's response, with the request id and the headers every response carries."""
+    note_reason(scope.request, deny.reason)
+    DECISIONS.denied(deny.reason)
+    response = deny_response(scope.request, deny, scope.target)
+    response.headers[factory.request_id_header] = scope.request_id
+    for name, value in scope.response_headers:
+        response.headers.add(name, value)
+    return response
+
+
 def make_proxy_handler(
     factory: ScopeFactory,
     chain: tuple[Stage, ...],
@@ -59,17 +100,14 @@ def make_proxy_handler(
     session: aiohttp.ClientSession,
 ) -> Handler:
     """The handler every non-gateway path reaches: stages in order, then the forward."""
+    steps = traced_steps(chain)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         scope = factory.create(request)
-        for stage in chain:
-            deny = await stage(scope)
-            if deny is not None:
-                response = deny_response(request, deny, scope.target)
-                response.headers[factory.request_id_header] = scope.request_id
-                for name, value in scope.response_headers:
-                    response.headers.add(name, value)
-                return response
+        deny = await run_chain(steps, scope)
+        if deny is not None:
+            return denied(factory, scope, deny)
+        DECISIONS.allowed(scope.public)
         if scope.websocket:
             return await tunnel_websocket(scope, session)
         return await forwarder.forward(scope)

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.observability.metrics import POLICY_RELOADS, POLICY_VERSION
+from gateway.observability.metrics import DECISION_CACHE, POLICY_RELOADS, POLICY_VERSION
 from gateway.pipeline.reasons import Decision
 from gateway.policy.compiled import CompiledPolicy, DomainIndex, is_shipped_model
 from gateway.policy.ports import TenantRuleStore
@@ -148,7 +148,9 @@ class PolicyEngine:
             (state.version, tenant_id, subject, tuple(roles), path, method)
         )
         if cached is not None:  # the hot path: no store round trip, even for an evicted tenant
+            DECISION_CACHE.hit()
             return cached
+        DECISION_CACHE.miss()
         if tenant_id not in state.tenants and self._store is not None:
             try:
                 await self.ensure_tenant(tenant_id)

@@ -34,6 +34,14 @@ class TenantRuleStore(Protocol):
         """The tenant's rules, each with `dom == tenant_id`."""
         ...
 
+    async def changes_since(self, cursor: int | None) -> tuple[list[str], int]:
+        """The tenants whose rules changed after `cursor`, and the cursor to ask with next.
+
+        `None` asks for the current cursor only (no tenants). Lets every process see rule
+        changes made by any other process, whatever the change bus delivered.
+        """
+        ...
+
     async def replace_rules(
         self, tenant_id: str, rules: Sequence[Rule], audit_event: AuditEvent
     ) -> None:

@@ -14,7 +14,9 @@ guarantees that a stored rule set:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -23,7 +25,7 @@ from gateway.policy.engine import PolicyEngine
 from gateway.policy.ports import TenantRuleStore
 from gateway.policy.rules import PolicyError, Rule, tenant_rule_problems
 from gateway.policy.snapshot import build_enforcer, tenant_rule_rows
-from gateway.storage.ports import BUS_RESYNC, BusCallback, ChangeBus
+from gateway.storage.ports import BUS_RESYNC, BusCallback, ChangeBus, StoreUnavailable
 
 MAX_TENANT_RULES: Final = 200
 
@@ -42,6 +44,8 @@ def rules_for_tenant(tenant_id: str, rules: Sequence[Rule]) -> list[Rule]:
         raise PolicyError(problems)
     return list(dict.fromkeys(owned))
 
+
+log = logging.getLogger("gateway.policy")
 
 POLICY_CHANGED = "policy.changed"  # {"tenant_id": str}
 
@@ -100,3 +104,23 @@ def policy_listener(engine: PolicyEngine) -> BusCallback:
             engine.reload()
 
     return on_change
+
+
+async def watch_rule_changes(
+    engine: PolicyEngine, store: TenantRuleStore, interval: float = 1.0
+) -> None:
+    """Drops tenants whose stored rules another process changed; runs until cancelled.
+
+    The change bus is the fast path; this poll (one cheap query a second) is the guarantee:
+    without Redis, with several workers, or while the bus is down, a change made anywhere
+    applies here within about `interval`.
+    """
+    cursor: int | None = None
+    while True:
+        try:
+            tenants, cursor = await store.changes_since(cursor)
+            for tenant_id in tenants:
+                engine.invalidate_tenant(tenant_id)
+        except StoreUnavailable:
+            log.warning("policy: cannot poll for rule changes; retrying")
+        await asyncio.sleep(interval)

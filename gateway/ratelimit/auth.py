@@ -31,6 +31,7 @@ from aiohttp import web
 from gateway.config.sections import RateLimitsConfig
 from gateway.identity.errors import InvalidInput
 from gateway.identity.validation import normalize_email
+from gateway.observability.decisions import AUTH_RATE_LIMITED
 from gateway.proxy.clientip import rate_limit_key_ip
 from gateway.ratelimit.gcra import RateResult, window_seconds
 from gateway.ratelimit.headers import (
@@ -101,8 +102,11 @@ class AuthCheck:
         return rate_headers(self.results) if self.allowed else limited_headers(self.results)
 
     def refusal(self) -> web.Response | None:
-        """The 429 problem+json response when refused, else None."""
-        return None if self.allowed else too_many_requests_response(self.results)
+        """The 429 problem+json response when refused (counted in metrics), else None."""
+        if self.allowed:
+            return None
+        AUTH_RATE_LIMITED.inc()
+        return too_many_requests_response(self.results)
 
 
 class AuthLimiter:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.observability.metrics import SESSION_CACHE
 from gateway.sessions.models import (
     SESSION_REVOKED,
     SESSIONS_CHANGED,
@@ -68,10 +69,13 @@ class SessionCache:
         """The fresh entry for `token_hash` (marked most recently used), else None."""
         entry = self._entries.get(token_hash)
         if entry is None:
+            SESSION_CACHE.miss()
             return None
         if self._clock() - entry.loaded_at >= self._ttl:
             del self._entries[token_hash]
+            SESSION_CACHE.miss()
             return None
+        SESSION_CACHE.hit()
         self._entries.move_to_end(token_hash)
         return entry
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gateway.config import GatewayConfig
+from gateway.observability.stores import instrument_stores
 from gateway.policy.ports import TenantRuleStore
 from gateway.ratelimit.factory import build_store
 from gateway.ratelimit.stores import RateLimitStore
@@ -153,7 +154,7 @@ async def open_stores(
     try:
         if config.redis_url is not None:
             await _add_redis(stores, config)
-        yield stores
+        yield instrument_stores(stores)
     finally:
         await _close(stores)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,8 @@ from gateway.pipeline.responses import json_error
 from gateway.pipeline.scope import SCOPE_KEY, RequestScope
 from gateway.ratelimit.auth import AuthLimiter
 from gateway.sessions.service import SessionService
+from gateway.storage.ports import StoreUnavailable
+from gateway.web.pages import message_page
 
 MAX_JSON_BYTES = 64 * 1024
 
@@ -101,3 +105,26 @@ def error_response(exc: IdentityError | BadBody) -> web.Response:
         code = {415: "unsupported-media-type", 413: "body-too-large"}.get(exc.status, "bad-request")
         return json_error(exc.status, code, exc.message)
     return json_error(exc.status, exc.code, exc.message)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def store_guard(handler: Handler) -> Handler:
+    """Answers 503 (JSON, or a page for form posts) when a store cannot be reached.
+
+    SECURITY: fail closed and say so plainly, never a 500 with internal detail.
+    """
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except StoreUnavailable:
+            if request.content_type == "application/x-www-form-urlencoded" or (
+                request.method == "GET" and "text/html" in request.headers.get("Accept", "")
+            ):
+                return message_page("Unavailable", "please try again in a moment", 503)
+            return json_error(503, "store-unavailable", "a backing store is unavailable")
+
+    return guarded

@@ -171,3 +171,17 @@ async def test_service_refuses_rules_a_tenant_may_not_hold(
         await TenantRuleService(store, engine).replace_rules("t_a", [rule], ACTOR)
     assert await store.list_rules("t_a") == []
     assert await _audit_actions(db, "t_a") == []
+
+
+async def test_changes_since_names_the_tenants_whose_rules_changed(
+    store_db: tuple[TenantRuleStore, Handle],
+) -> None:
+    store, _ = store_db
+    _, start = await store.changes_since(None)
+    assert await store.changes_since(start) == ([], start)
+    await store.replace_rules("t_a", [Rule("editor", "t_a", "/x", "GET")], _event("t_a"))
+    await store.replace_rules("t_b", [], _event("t_b"))
+    tenants, cursor = await store.changes_since(start)
+    assert tenants == ["t_a", "t_b"]
+    assert cursor > start
+    assert await store.changes_since(cursor) == ([], cursor)

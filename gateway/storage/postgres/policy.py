@@ -51,6 +51,22 @@ class PostgresTenantRuleStore:
     def __init__(self, db: PostgresDatabase) -> None:
         self._db = db
 
+    async def changes_since(self, cursor: int | None) -> tuple[list[str], int]:
+        """Tenants with a `policy.update` audit event after `cursor` (the audit sequence)."""
+        async with _translated():
+            if cursor is None:
+                top = await self._db.fetchval(
+                    "SELECT COALESCE(MAX(seq), 0) FROM gateway.audit_events"
+                )
+                return [], int(top)
+            rows = await self._db.fetch(
+                "SELECT seq, tenant_id, action FROM gateway.audit_events WHERE seq > $1 "
+                "ORDER BY seq",
+                cursor,
+            )
+        tenants = sorted({r[1] for r in rows if r[2] == "policy.update" and r[1]})
+        return tenants, max((int(r[0]) for r in rows), default=cursor)
+
     async def list_rules(self, tenant_id: str) -> list[Rule]:
         """The tenant's rules in write order, each with `dom == tenant_id`."""
         async with _translated():

@@ -40,6 +40,19 @@ class SqliteTenantRuleStore:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
 
+    async def changes_since(self, cursor: int | None) -> tuple[list[str], int]:
+        """Tenants with a `policy.update` audit event after `cursor` (the audit sequence)."""
+        with _translated():
+            if cursor is None:
+                row = await self._db.fetchone("SELECT COALESCE(MAX(seq), 0) FROM audit_events")
+                return [], int(row[0]) if row else 0
+            rows = await self._db.fetchall(
+                "SELECT seq, tenant_id, action FROM audit_events WHERE seq > ? ORDER BY seq",
+                (cursor,),
+            )
+        tenants = sorted({r[1] for r in rows if r[2] == "policy.update" and r[1]})
+        return tenants, max((int(r[0]) for r in rows), default=cursor)
+
     async def list_rules(self, tenant_id: str) -> list[Rule]:
         """The tenant's rules in write order, each with `dom == tenant_id`."""
         with _translated():
