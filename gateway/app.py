@@ -50,6 +50,7 @@ from gateway.web.forward_auth import FORWARD_AUTH_ROUTE, make_verify_handler
 from gateway.web.health import Readiness, healthz, make_readyz
 from gateway.web.hosted import setup_hosted_pages
 from gateway.web.jwks import setup_jwks
+from gateway.web.operators import setup_operators
 
 PROXY_HANDLER = web.AppKey("gateway_proxy_handler", object)
 VERIFY_HANDLER = web.AppKey("gateway_verify_handler", object)
@@ -223,6 +224,7 @@ def setup_gateway_endpoints(app: web.Application) -> None:
     setup_hosted_pages(app)
     setup_admin_api(app)
     setup_admin_tenant_api(app)
+    setup_operators(app)
     setup_forward_auth(app)
 
 

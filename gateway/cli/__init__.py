@@ -10,12 +10,15 @@ from __future__ import annotations
 import click
 
 from gateway import __version__
+from gateway.cli.audit_cmd import audit_group
+from gateway.cli.backup_cmd import backup, restore
 from gateway.cli.bootstrap import operators_group, tenants_group, users_group
 from gateway.cli.config_cmd import config_group
 from gateway.cli.demo import demo
 from gateway.cli.keys_cmd import keys_group
 from gateway.cli.policy_cmd import policy_group
 from gateway.cli.serve import migrate, serve
+from gateway.cli.sessions_cmd import sessions_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,3 +36,7 @@ main.add_command(users_group)
 main.add_command(operators_group)
 main.add_command(policy_group)
 main.add_command(keys_group)
+main.add_command(sessions_group)
+main.add_command(audit_group)
+main.add_command(backup)
+main.add_command(restore)
