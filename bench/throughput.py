@@ -212,9 +212,15 @@ def parse_wrk(output: str) -> dict[str, Any]:
     return parsed
 
 
-def run_wrk(wrk: str, url: str, *, duration: float, connections: int) -> LoadResult:
+def run_wrk(
+    wrk: str, url: str, *, duration: float, connections: int, headers: Sequence[str] = ()
+) -> LoadResult:
+    """One wrk run (`-t1`); `headers` are `Name: value` lines sent with every request."""
     seconds = max(1, round(duration))
-    cmd = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency", url]
+    cmd = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency"]
+    for header in headers:
+        cmd += ["-H", header]
+    cmd.append(url)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"wrk exited with {done.returncode}: {done.stderr or done.stdout}")

@@ -8,11 +8,14 @@ reverse order on shutdown. The proxy chain is built once every service it needs 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import ssl
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from opentelemetry.sdk.trace.export import SpanExporter
+from yarl import URL
 
 from gateway import keys
 from gateway.config import GatewayConfig, Upstream
@@ -27,6 +30,8 @@ from gateway.observability.setup import setup_observability
 from gateway.pipeline.chain import ChainParts, build_proxy_chain
 from gateway.pipeline.entry import ScopeFactory, make_proxy_handler
 from gateway.pipeline.stages.authorize import Authorizer
+from gateway.pipeline.stages.upload import content_types_by_route
+from gateway.pipeline.stages.webhook import VerifyWebhook
 from gateway.policy.authorizer import PolicyAuthorizer
 from gateway.policy.defaults import policy_paths
 from gateway.policy.engine import PolicyEngine
@@ -34,14 +39,18 @@ from gateway.policy.service import TenantRuleService, policy_listener, watch_rul
 from gateway.proxy.clientip import TrustedProxies
 from gateway.proxy.forward import Forwarder, open_upstream_session
 from gateway.proxy.headers import OwnedHeaders
+from gateway.proxy.pool import Origin
 from gateway.proxy.routes import Route, RouteTable, build_route
 from gateway.ratelimit.auth import AuthLimiter
 from gateway.ratelimit.factory import is_degraded
 from gateway.ratelimit.limiter import RateLimiter
+from gateway.secrets.runtime import SECRETS
 from gateway.sessions.cookies import cookie_name
 from gateway.sessions.service import SessionService
 from gateway.storage.factory import Stores, open_stores
 from gateway.storage.state import StateDir, ensure_master_key, open_state_dir
+from gateway.tls import upstream_contexts
+from gateway.web.account_api import setup_account_routes
 from gateway.web.admin import setup_admin_api
 from gateway.web.admin_tenant import setup_admin_tenant_api
 from gateway.web.auth_api import setup_auth_api
@@ -50,7 +59,9 @@ from gateway.web.forward_auth import FORWARD_AUTH_ROUTE, make_verify_handler
 from gateway.web.health import Readiness, healthz, make_readyz
 from gateway.web.hosted import setup_hosted_pages
 from gateway.web.jwks import setup_jwks
+from gateway.web.oidc import JWT_ISSUERS, setup_oidc
 from gateway.web.operators import setup_operators
+from gateway.web.secrets_api import setup_secrets
 
 PROXY_HANDLER = web.AppKey("gateway_proxy_handler", object)
 VERIFY_HANDLER = web.AppKey("gateway_verify_handler", object)
@@ -60,6 +71,12 @@ def forward_auth_route(config: GatewayConfig) -> Route:
     """The route forward-auth decides requests under when no configured upstream matches;
     its name is the assertion's audience."""
     return build_route(Upstream(name=FORWARD_AUTH_ROUTE, url="http://forward-auth.invalid"))
+
+
+def upstream_tls(config: GatewayConfig) -> dict[Origin, ssl.SSLContext]:
+    """Client TLS contexts (custom CA, client certificate) of the upstreams that set `tls`."""
+    by_name = upstream_contexts(config.upstreams)
+    return {Origin.of(URL(u.url)): by_name[u.name] for u in config.upstreams if u.name in by_name}
 
 
 def hashing_concurrency() -> int:
@@ -93,7 +110,9 @@ async def open_auth_services(
         identity=identity,
         sessions=sessions,
         directory=directory,
-        authenticator=Authenticator(identity, directory, sessions, config.cookie),
+        authenticator=Authenticator(
+            identity, directory, sessions, config.cookie, jwt_issuers=app.get(JWT_ISSUERS)
+        ),
         cookie=config.cookie,
         public_origin=config.public_origin,
         scopes=scope_factory(config),
@@ -125,6 +144,7 @@ def build_chain_parts(
         public_origin=config.public_origin,
         signer=signer,
         rate_limiter=rate_limiter,
+        upload_types=content_types_by_route(config.upstreams),
     )
 
 
@@ -195,12 +215,15 @@ def setup_services(app: web.Application, config: GatewayConfig) -> None:
                 asyncio.create_task(engine.watch_files()),
                 asyncio.create_task(watch_rule_changes(engine, stores.rules)),
             ]
-            session = await open_upstream_session()
+            session = await open_upstream_session(ssl_by_origin=upstream_tls(config))
             limiter = RateLimiter.from_config(
                 config.rate_limits, config.upstreams, stores.rate_limits
             )
             parts = build_chain_parts(
                 config, services, PolicyAuthorizer(engine), app[keys.ASSERTIONS], limiter
+            )
+            parts = dataclasses.replace(
+                parts, webhooks=VerifyWebhook(config.upstreams, app[SECRETS])
             )
             setup_proxy_handlers(app, config, parts, Forwarder(session))
             try:
@@ -221,11 +244,14 @@ def setup_gateway_endpoints(app: web.Application) -> None:
     app.router.add_get("/.gateway/readyz", make_readyz(app[keys.READINESS]))
     setup_jwks(app)
     setup_auth_api(app)
+    setup_oidc(app)
     setup_hosted_pages(app)
+    setup_account_routes(app)
     setup_admin_api(app)
     setup_admin_tenant_api(app)
     setup_operators(app)
     setup_forward_auth(app)
+    setup_secrets(app)
 
 
 def setup_forward_auth(app: web.Application) -> None:

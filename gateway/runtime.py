@@ -9,8 +9,9 @@ import multiprocessing
 import os
 import shutil
 import signal
+import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -23,6 +24,7 @@ from gateway.observability.logs import configure_logging
 from gateway.observability.setup import setup_observability
 from gateway.server import GatewayAppRunner, bind_socket, handler_kwargs, parse_listen
 from gateway.storage.state import open_state_dir
+from gateway.tls import HSTS_HEADER, hsts_value, reloading, server_context
 
 log = logging.getLogger("gateway")
 
@@ -65,13 +67,19 @@ def prepare_multiprocess_metrics(config: GatewayConfig) -> Path | None:
 
 
 async def start_site(
-    runner: web.AppRunner, listen: str, *, reuse_port: bool
+    runner: web.AppRunner,
+    listen: str,
+    *,
+    reuse_port: bool,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[web.SockSite, str]:
-    """Binds `listen` and starts serving; returns the site and the bound HOST:PORT."""
+    """Binds `listen` and starts serving (HTTPS with `ssl_context`); returns the site and the
+    bound HOST:PORT."""
     host, port = parse_listen(listen)
-    await runner.setup()
+    # Bind first: a taken port must fail before any store or background task is opened.
     sock = bind_socket(host, port, reuse_port=reuse_port)
-    site = web.SockSite(runner, sock)
+    await runner.setup()
+    site = web.SockSite(runner, sock, ssl_context=ssl_context)
     await site.start()
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
@@ -86,24 +94,36 @@ async def serve(
     extra_cleanup: list[web.AppRunner] | None = None,
 ) -> None:
     """Serves until SIGINT or SIGTERM, then drains and closes every resource."""
+    tls = server_context(config.tls)  # before build_app: a bad certificate fails fast
     app = build_app(config)
     setup_observability(app, config)  # a no-op once build_app wires it itself
+    if tls is not None:
+        app.on_response_prepare.append(hsts_hook(config.tls.hsts_max_age))
     runner = GatewayAppRunner(
         app,
         handle_signals=False,
         shutdown_timeout=10,
-        **handler_kwargs(config.limits.max_header_bytes, config.limits.max_headers),
+        **handler_kwargs(
+            config.limits.max_header_bytes,
+            config.limits.max_headers,
+            header_read_timeout=config.limits.header_read_timeout,
+            body_read_timeout=config.limits.body_read_timeout,
+        ),
     )
-    _, bound = await start_site(runner, config.listen, reuse_port=reuse_port)
+    ssl_context = tls[0] if tls is not None else None
+    _, bound = await start_site(
+        runner, config.listen, reuse_port=reuse_port, ssl_context=ssl_context
+    )
     metrics_runner = None
     if config.metrics.listen:
         metrics_runner = web.AppRunner(build_metrics_app(), access_log=None)
         await start_site(metrics_runner, config.metrics.listen, reuse_port=reuse_port)
-    log.info("gateway listening on http://%s", bound)
+    log.info("gateway listening on %s://%s", "https" if tls else "http", bound)
     if on_ready:
         on_ready(bound)
     try:
-        await wait_for_stop_signal()
+        async with reloading(tls[1] if tls is not None else None):
+            await wait_for_stop_signal()
     finally:
         log.info("gateway shutting down")
         for extra in extra_cleanup or []:
@@ -111,6 +131,23 @@ async def serve(
         if metrics_runner:
             await metrics_runner.cleanup()
         await runner.cleanup()
+
+
+def hsts_hook(
+    max_age: int,
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """A response hook adding Strict-Transport-Security; installed only on a TLS listener.
+
+    # SECURITY: HSTS over plain HTTP is ignored by browsers and would mislead; it is only
+    # ever sent on the listener that actually serves TLS. An upstream's own value is kept.
+    """
+    value = hsts_value(max_age)
+
+    async def add_hsts(request: web.Request, response: web.StreamResponse) -> None:
+        if max_age > 0 and request.secure:
+            response.headers.setdefault(HSTS_HEADER, value)
+
+    return add_hsts
 
 
 async def wait_for_stop_signal() -> None:

@@ -8,12 +8,15 @@ log line without the request's bytes.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import socket
 from typing import Any
 
-from aiohttp import web, web_protocol, web_server
+from aiohttp import streams, web, web_protocol, web_server
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.http_parser import RawRequestMessage
 
 from gateway.pipeline.responses import json_error
 
@@ -29,8 +32,123 @@ def classify_parse_error(exc: BaseException | None) -> tuple[int, str, str]:
     return 500, "internal-error", "internal error"
 
 
+KEEPALIVE_TIMEOUT = 75.0
+"""Seconds an idle keep-alive connection stays open (aiohttp's own default is an hour)."""
+
+
+def _timeout_response() -> bytes:
+    body = json.dumps(
+        {"error": {"code": "request-timeout", "message": "the request was not sent in time"}}
+    ).encode()
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+TIMEOUT_RESPONSE = _timeout_response()
+
+
 class GatewayRequestHandler(web_protocol.RequestHandler):
-    """aiohttp's connection handler with error responses that never echo request bytes."""
+    """aiohttp's connection handler with error responses that never echo request bytes, and
+    deadlines for slow clients.
+
+    # SECURITY: slowloris-style clients hold a connection by sending a request head (or body)
+    # a byte at a time. A head must be complete within `header_read_timeout` seconds of its
+    # first byte (else 408 and close), and a body within `body_read_timeout` seconds of the
+    # end of its head (else the connection is closed and the request abandoned).
+    """
+
+    def __init__(
+        self,
+        manager: web_server.Server,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        header_read_timeout: float | None = None,
+        body_read_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(manager, loop=loop, **kwargs)
+        self._gw_header_timeout = header_read_timeout
+        self._gw_body_timeout = body_read_timeout
+        self._gw_head_timer: asyncio.TimerHandle | None = None
+        self._gw_body_timer: asyncio.TimerHandle | None = None
+        self._gw_payload: streams.StreamReader | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._force_close or self._close or self._upgraded or self._payload_parser is not None:
+            super().data_received(data)
+            return
+        payload = self._gw_payload
+        between_messages = payload is None or payload.is_eof()
+        if between_messages and data and self._gw_head_timer is None and self._gw_header_timeout:
+            self._gw_head_timer = self._loop.call_later(
+                self._gw_header_timeout, self._gw_head_timed_out
+            )
+        before = self._request_count
+        super().data_received(data)
+        if self._request_count > before:
+            self._cancel_head_timer()
+            self._track_body()
+        elif self._gw_payload is not None and self._gw_payload.is_eof():
+            self._cancel_body_timer()
+
+    def _track_body(self) -> None:
+        """Arms the body deadline for the newest message when its body is still to come."""
+        self._cancel_body_timer()
+        self._gw_payload = None
+        if not self._messages:
+            return
+        message, payload = self._messages[-1]
+        if not isinstance(message, RawRequestMessage) or message.upgrade:
+            return
+        if payload is streams.EMPTY_PAYLOAD or payload.is_eof():
+            return
+        self._gw_payload = payload
+        if self._gw_body_timeout:
+            self._gw_body_timer = self._loop.call_later(
+                self._gw_body_timeout, self._gw_body_timed_out
+            )
+
+    def _cancel_head_timer(self) -> None:
+        if self._gw_head_timer is not None:
+            self._gw_head_timer.cancel()
+            self._gw_head_timer = None
+
+    def _cancel_body_timer(self) -> None:
+        if self._gw_body_timer is not None:
+            self._gw_body_timer.cancel()
+            self._gw_body_timer = None
+
+    def _gw_head_timed_out(self) -> None:
+        self._gw_head_timer = None
+        if self._force_close or self.transport is None or self._upgraded:
+            return
+        if self._request_in_progress and self._gw_header_timeout:
+            # A pipelined head behind a response still streaming: judge it once that is done.
+            self._gw_head_timer = self._loop.call_later(
+                self._gw_header_timeout, self._gw_head_timed_out
+            )
+            return
+        log.info("closed a slow client: header-read-timeout")
+        self.transport.write(TIMEOUT_RESPONSE)
+        self.force_close()
+
+    def _gw_body_timed_out(self) -> None:
+        self._gw_body_timer = None
+        payload = self._gw_payload
+        if payload is None or payload.is_eof() or self._force_close or self.transport is None:
+            return
+        log.info("closed a slow client: body-read-timeout")
+        payload.set_exception(ConnectionResetError("request body read timeout"))
+        self.force_close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._cancel_head_timer()
+        self._cancel_body_timer()
+        self._gw_payload = None
+        super().connection_lost(exc)
 
     def handle_error(
         self,
@@ -96,11 +214,20 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def handler_kwargs(max_field_size: int, max_headers: int) -> dict[str, Any]:
-    """Parser limits for the main listener's connections."""
+def handler_kwargs(
+    max_field_size: int,
+    max_headers: int,
+    *,
+    header_read_timeout: float | None = None,
+    body_read_timeout: float | None = None,
+) -> dict[str, Any]:
+    """Parser limits and slow-client deadlines for the main listener's connections."""
     return {
         "max_field_size": max_field_size,
         "max_line_size": max_field_size,
         "max_headers": max_headers,
         "access_log": None,
+        "keepalive_timeout": KEEPALIVE_TIMEOUT,
+        "header_read_timeout": header_read_timeout,
+        "body_read_timeout": body_read_timeout,
     }

@@ -17,8 +17,10 @@ from gateway.cli.config_cmd import config_group
 from gateway.cli.demo import demo
 from gateway.cli.keys_cmd import keys_group
 from gateway.cli.policy_cmd import policy_group
+from gateway.cli.secrets_cmd import secrets_group
 from gateway.cli.serve import migrate, serve
 from gateway.cli.sessions_cmd import sessions_group
+from gateway.cli.tenants_io import tenants_export  # noqa: F401 - registers export/import
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,6 +38,7 @@ main.add_command(users_group)
 main.add_command(operators_group)
 main.add_command(policy_group)
 main.add_command(keys_group)
+main.add_command(secrets_group)
 main.add_command(sessions_group)
 main.add_command(audit_group)
 main.add_command(backup)

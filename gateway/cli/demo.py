@@ -13,6 +13,7 @@ from gateway.cli.services import open_cli_services
 from gateway.config import GatewayConfig
 from gateway.demo.seed import DemoAccount, seed_demo
 from gateway.demo.upstream import build_demo_upstream
+from gateway.mail.sender import build_mailer
 from gateway.observability.logs import configure_logging
 from gateway.runtime import install_uvloop, serve, start_site
 from gateway.storage.state import StateError, open_state_dir
@@ -33,8 +34,8 @@ def demo_overrides(listen: str, upstream_url: str) -> dict[str, object]:
     }
 
 
-def banner(bound: str, accounts: list[DemoAccount]) -> str:
-    """What to do next, printed once the gateway listens."""
+def banner(bound: str, accounts: list[DemoAccount], mail: str | None = None) -> str:
+    """What to do next, printed once the gateway listens (`mail`: where mail goes)."""
     base = f"http://{bound}"
     lines = [
         f"\n  gateway demo is running: open {base}/",
@@ -43,6 +44,8 @@ def banner(bound: str, accounts: list[DemoAccount]) -> str:
         f"  a public page:          {base}/public/",
         f"  your session (JSON):    {base}/.gateway/auth/session",
         f"  sign out:               {base}/.gateway/logout",
+        f"  reset a password:       {base}/.gateway/reset",
+        *([f"  mail (reset links):     {mail}"] if mail else []),
         "  The page behind the gateway shows every header it received.",
         "  Press Ctrl+C to stop.\n",
     ]
@@ -65,9 +68,10 @@ async def run_demo(listen: str, state_dir: Path | None) -> None:
     configure_logging(config.logging.level, "text")
     open_state_dir(config.state_dir)
     accounts = await seed(config)
+    mail = build_mailer(config.mail, config.state_dir).describe()
     await serve(
         config,
-        on_ready=lambda bound: click.echo(banner(bound, accounts)),
+        on_ready=lambda bound: click.echo(banner(bound, accounts, mail)),
         extra_cleanup=[upstream],
     )
 

@@ -1,4 +1,5 @@
-"""`gateway keys rotate` and `gateway keys list`: the assertion signing key ring."""
+"""`gateway keys rotate` and `gateway keys list`: the assertion signing key ring;
+`gateway keys rotate-kek --tenant T`: a tenant's secrets key-encryption key."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from pathlib import Path
 
 import click
 
+from gateway.audit.events import CLI_CONTEXT
+from gateway.cli.bootstrap import CLI_ACTOR
 from gateway.cli.common import config_options, fail, read_config
+from gateway.cli.secrets_cmd import with_secrets
+from gateway.identity.models import Tenant
 from gateway.identity.signing_keys import (
     DEFAULT_PUBLISH_DELAY,
     KeyMeta,
@@ -17,6 +22,7 @@ from gateway.identity.signing_keys import (
     rotate,
     signer_meta,
 )
+from gateway.secrets.service import Rotation, SecretService
 from gateway.storage.state import StateDir, StateError, open_state_dir
 from gateway.web.jwks import JWKS_MAX_AGE
 
@@ -95,3 +101,17 @@ def keys_list(config_path: Path | None, state_dir: Path | None) -> None:
         fail(str(exc))
     for line in list_rows(metas, time.time()):
         click.echo(line.rstrip())
+
+
+@keys_group.command("rotate-kek")
+@config_options
+@click.option("--tenant", "tenant", required=True, help="Tenant slug or id.")
+def keys_rotate_kek(config_path: Path | None, state_dir: Path | None, tenant: str) -> None:
+    """Give TENANT's secrets a new key-encryption key version and re-wrap every data key
+    with it; secret values are not re-encrypted (or ever decrypted)."""
+
+    async def action(service: SecretService, found: Tenant) -> Rotation:
+        return await service.rotate_kek(found.id, CLI_ACTOR, CLI_CONTEXT)
+
+    done = with_secrets(config_path, state_dir, tenant, action)
+    click.echo(f"KEK {done.old.label} -> {done.new.label}: {done.rewrapped} data keys re-wrapped")

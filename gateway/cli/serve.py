@@ -16,6 +16,7 @@ from gateway.storage.factory import migrate_configured
 from gateway.storage.migrations import MigrationError
 from gateway.storage.ports import StoreUnavailable
 from gateway.storage.state import StateError, open_state_dir
+from gateway.tls import TlsError
 
 log = logging.getLogger("gateway")
 
@@ -70,7 +71,7 @@ def run(config: GatewayConfig) -> None:
         if config.workers > 1:
             raise SystemExit(run_workers(config, config.workers))
         run_worker(config, reuse_port=False)
-    except (MigrationError, StoreUnavailable, StateError) as exc:
+    except (MigrationError, StoreUnavailable, StateError, TlsError) as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot listen on {config.listen}: {exc.strerror or exc}")

@@ -122,6 +122,71 @@ class Timeouts(ConfigModel):
 
 
 FEATURE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+SECRET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+TENANT_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+class WebhookVerification(ConfigModel):
+    """A route's webhook signature check: `header` carries `t=<unix>,v1=<hex HMAC-SHA256>` of
+    `"<t>." + body` under the tenant's secret `secret`; `tolerance` seconds of clock skew, also
+    the replay window. `tenant` pins the tenant (slug or id); else the request's tenant."""
+
+    secret: str
+    scheme: Literal["hmac-sha256"] = "hmac-sha256"
+    header: str = "X-Webhook-Signature"
+    tolerance: int = Field(default=300, ge=1, le=3600)
+    tenant: str | None = None
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        if not SECRET_NAME.fullmatch(value):
+            raise ValueError("a secret name of A-Z a-z 0-9 . _ -, starting with a letter or digit")
+        return value
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, value: str) -> str:
+        if not is_token(value):
+            raise ValueError("an HTTP header name")
+        return value
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant(cls, value: str | None) -> str | None:
+        if value is not None and not TENANT_REF.fullmatch(value):
+            raise ValueError("a tenant slug or id")
+        return value
+
+
+_MEDIA_TYPE = re.compile(r"^(\*/\*|[a-z0-9!#$&^_.+-]+/(\*|[a-z0-9!#$&^_.+-]+))$")
+
+
+def check_media_range(value: str) -> str:
+    """A lower-case `type/subtype`, `type/*` or `*/*` (parameters are not part of a match)."""
+    media = value.strip().lower()
+    if not _MEDIA_TYPE.fullmatch(media):
+        raise ValueError("media types such as application/json, image/* or */*")
+    return media
+
+
+MediaRange = Annotated[str, AfterValidator(check_media_range)]
+
+
+class UpstreamTls(ConfigModel):
+    """TLS toward an https upstream: a private CA to trust instead of the system store, and a
+    client certificate (mTLS), whose cert and key files go together."""
+
+    ca_file: str | None = Field(default=None, min_length=1)
+    client_cert_file: str | None = Field(default=None, min_length=1)
+    client_key_file: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _pair(self) -> UpstreamTls:
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            missing = ".client_key_file" if self.client_key_file is None else ".client_cert_file"
+            raise problem(missing, "null", "client_cert_file and client_key_file together")
+        return self
 
 
 class Upstream(ConfigModel):
@@ -136,6 +201,10 @@ class Upstream(ConfigModel):
     rate_limits: tuple[RateLimitRule, ...] = ()
     preserve_host: bool = False
     require_features: tuple[str, ...] = ()
+    verify_webhook: WebhookVerification | None = None
+    allowed_content_types: tuple[MediaRange, ...] | None = None
+    """None: any body. Otherwise a body's Content-Type must match one entry (else 415)."""
+    tls: UpstreamTls | None = None
 
     @field_validator("url")
     @classmethod
@@ -153,6 +222,8 @@ class Upstream(ConfigModel):
     @model_validator(mode="after")
     def _unique_rules(self) -> Upstream:
         check_unique_rules(self.rate_limits, ".rate_limits")
+        if self.tls is not None and not self.url.lower().startswith("https://"):
+            raise problem(".tls", "set", "an https:// url when tls is configured")
         return self
 
 

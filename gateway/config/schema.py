@@ -28,17 +28,24 @@ from gateway.config.routes import (
     RouteMatch,
     Timeouts,
     Upstream,
+    UpstreamTls,
 )
 from gateway.config.sections import (
     CookieConfig,
     HostPort,
+    JwtIssuerConfig,
     LimitsConfig,
     LoggingConfig,
+    MailConfig,
     MetricsConfig,
+    OidcConfig,
+    OidcJitConfig,
+    OidcProviderConfig,
     PolicyConfig,
     RateLimitsConfig,
     StorageConfig,
     TenancyConfig,
+    TlsConfig,
     TracingConfig,
 )
 
@@ -46,9 +53,14 @@ __all__ = [
     "CookieConfig",
     "GatewayConfig",
     "HeadersConfig",
+    "JwtIssuerConfig",
     "LimitsConfig",
     "LoggingConfig",
+    "MailConfig",
     "MetricsConfig",
+    "OidcConfig",
+    "OidcJitConfig",
+    "OidcProviderConfig",
     "PolicyConfig",
     "RateLimitMatch",
     "RateLimitRule",
@@ -57,8 +69,10 @@ __all__ = [
     "StorageConfig",
     "TenancyConfig",
     "Timeouts",
+    "TlsConfig",
     "TracingConfig",
     "Upstream",
+    "UpstreamTls",
 ]
 
 Network = Annotated[IPv4Network | IPv6Network, BeforeValidator(parse_network)]
@@ -94,6 +108,10 @@ class GatewayConfig(ConfigModel):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    mail: MailConfig = Field(default_factory=MailConfig)
+    oidc: OidcConfig = Field(default_factory=OidcConfig)
+    jwt_issuers: tuple[JwtIssuerConfig, ...] = ()
+    tls: TlsConfig = Field(default_factory=TlsConfig)
 
     @field_validator("public_url")
     @classmethod
@@ -133,6 +151,16 @@ class GatewayConfig(ConfigModel):
             first, again = duplicate
             shown = "the same host and path_prefix"
             raise problem(f"[{again}].match", shown, f"a match unlike upstreams[{first}]")
+        return value
+
+    @field_validator("jwt_issuers")
+    @classmethod
+    def _unique_issuers(cls, value: tuple[JwtIssuerConfig, ...]) -> tuple[JwtIssuerConfig, ...]:
+        duplicate = first_duplicate([issuer.issuer for issuer in value])
+        if duplicate is not None:
+            first, again = duplicate
+            expected = f"a unique issuer (jwt_issuers[{first}] has it)"
+            raise problem(f"[{again}].issuer", repr(value[again].issuer), expected)
         return value
 
     @field_validator("metrics")

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
 from gateway.config.fields import (
     ConfigModel,
     check_host_port,
     check_http_url,
+    first_duplicate,
     is_hostname,
     is_token,
     problem,
@@ -117,6 +118,38 @@ class LimitsConfig(ConfigModel):
     body_read_timeout: Seconds = 60.0
 
 
+def _check_readable_file(value: Path | None) -> Path | None:
+    """A path to a PEM file; existence is checked when the gateway loads it (clear message)."""
+    if value is not None and (not str(value).strip() or "\0" in str(value)):
+        raise ValueError("a path to a PEM file")
+    return value
+
+
+PemFile = Annotated[Path, AfterValidator(_check_readable_file)]
+
+
+class TlsConfig(ConfigModel):
+    """TLS termination on the main listener: both files or neither. The files are re-read
+    when they change (certificate renewal without restart); HSTS is sent while serving TLS."""
+
+    cert_file: PemFile | None = None
+    key_file: PemFile | None = None
+    hsts_max_age: int = Field(default=31_536_000, ge=0, le=63_072_000)
+    reload_interval: Seconds = 5.0
+
+    @model_validator(mode="after")
+    def _both(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            missing = ".key_file" if self.key_file is None else ".cert_file"
+            raise problem(missing, "null", "tls.cert_file and tls.key_file together")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """True when the main listener serves HTTPS."""
+        return self.cert_file is not None
+
+
 class PolicyConfig(ConfigModel):
     """Casbin model and rules files; None means the packaged policy/model.conf and
     policy/policy.csv."""
@@ -148,3 +181,147 @@ class StorageConfig(ConfigModel):
     redis_prefix: str = Field(
         default="gateway:", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$"
     )
+
+
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+def check_algorithms(value: tuple[str, ...]) -> tuple[str, ...]:
+    """A non-empty allow-list of asymmetric JWS algorithms."""
+    # SECURITY: `none` and HS* (HMAC) are never accepted: with HMAC, anyone holding the
+    # issuer's *public* key could mint tokens (algorithm confusion).
+    if not value or not set(value) <= ASYMMETRIC_ALGORITHMS:
+        raise ValueError("a non-empty list of RS*, PS*, ES* or EdDSA (never none or HS*)")
+    return value
+
+
+JwsAlgorithms = Annotated[tuple[str, ...], AfterValidator(check_algorithms)]
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+_CLAIM = r"^[A-Za-z0-9_.:/-]{1,128}$"
+
+
+def check_trusted_url(text: str) -> str:
+    """An https URL (http only on loopback, for development and tests)."""
+    parts = check_http_url(text)
+    # SECURITY: keys and tokens fetched over plain HTTP could be swapped in transit.
+    if parts.scheme != "https" and parts.hostname not in _LOOPBACK:
+        raise ValueError("an https:// URL (http:// only for 127.0.0.1, ::1 or localhost)")
+    return text
+
+
+TrustedUrl = Annotated[str, AfterValidator(check_trusted_url)]
+
+
+def _check_slug(value: str | None) -> str | None:
+    if value is not None and (not is_hostname(value) or "." in value or len(value) < 2):
+        raise ValueError("a tenant slug of a-z, 0-9 and '-' (2 to 63 characters)")
+    return value
+
+
+TenantSlug = Annotated[str, AfterValidator(_check_slug)]
+
+
+class OidcJitConfig(ConfigModel):
+    """Just-in-time membership: a verified email without a membership joins with `role`."""
+
+    enabled: bool = False
+    role: Literal["viewer", "editor", "admin"] = "viewer"
+
+
+class OidcProviderConfig(ConfigModel):
+    """One tenant's OpenID Connect provider (authorization code flow with PKCE)."""
+
+    tenant: TenantSlug
+    issuer: TrustedUrl
+    client_id: str = Field(min_length=1, max_length=512)
+    client_secret: SecretStr | None = None
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
+    algorithms: JwsAlgorithms = ("RS256", "ES256")
+    email_domains: tuple[str, ...] = ()
+    jit: OidcJitConfig = Field(default_factory=OidcJitConfig)
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "openid" not in value or not all(is_token(s) for s in value):
+            raise ValueError('a list of scope tokens including "openid"')
+        return value
+
+    @field_validator("email_domains")
+    @classmethod
+    def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not all(is_hostname(domain) for domain in value):
+            raise ValueError("lower-case domain names such as example.com")
+        return value
+
+
+class OidcConfig(ConfigModel):
+    """OIDC sign-in: one provider per tenant; a login must finish within `flow_timeout`."""
+
+    providers: tuple[OidcProviderConfig, ...] = ()
+    flow_timeout: int = Field(default=600, ge=60, le=3600)
+    clock_skew: int = Field(default=60, ge=0, le=300)
+
+    @field_validator("providers")
+    @classmethod
+    def _unique(cls, value: tuple[OidcProviderConfig, ...]) -> tuple[OidcProviderConfig, ...]:
+        duplicate = first_duplicate([provider.tenant for provider in value])
+        if duplicate is not None:
+            first, again = duplicate
+            expected = f"one provider per tenant (providers[{first}] has it)"
+            raise problem(f"[{again}].tenant", repr(value[again].tenant), expected)
+        return value
+
+
+class JwtIssuerConfig(ConfigModel):
+    """An external issuer of machine tokens (`Authorization: Bearer <JWT>`).
+
+    The tenant is the fixed `tenant` or the slug in claim `tenant_claim` (exactly one);
+    roles come from `roles_claim`; the principal id is `subject_prefix` + `sub`."""
+
+    issuer: str = Field(min_length=1, max_length=512)
+    jwks_url: TrustedUrl
+    audiences: tuple[str, ...] = Field(min_length=1)
+    algorithms: JwsAlgorithms = ("RS256", "ES256")
+    tenant: TenantSlug | None = None
+    tenant_claim: str | None = Field(default=None, pattern=_CLAIM)
+    roles_claim: str = Field(default="roles", pattern=_CLAIM)
+    subject_prefix: str | None = Field(default=None, min_length=1, max_length=128)
+    clock_skew: int = Field(default=60, ge=0, le=300)
+
+    @model_validator(mode="after")
+    def _one_tenant_source(self) -> JwtIssuerConfig:
+        if (self.tenant is None) == (self.tenant_claim is None):
+            shown = "both" if self.tenant else "neither"
+            raise problem(".tenant", shown, "exactly one of tenant or tenant_claim")
+        return self
+
+
+class MailConfig(ConfigModel):
+    """Outgoing mail (verification and password-reset links): SMTP when `smtp_host` is set,
+    else `.eml` files in `outbox_dir` (default `<state_dir>/outbox`), for development."""
+
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    starttls: bool = True
+    sender: str = Field(default="gateway@localhost", alias="from", min_length=3, max_length=254)
+    outbox_dir: Path | None = None
+
+    @field_validator("smtp_host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        if value is not None and not is_hostname(value.lower()):
+            raise ValueError("a host name or IP address, without a port")
+        return value
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        # SECURITY: the address goes into a mail header; no line breaks or separators.
+        if "@" not in value or any(c in value for c in '\r\n,;<>"') or value.strip() != value:
+            raise ValueError("one plain address such as gateway@example.com")
+        return value

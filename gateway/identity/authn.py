@@ -15,6 +15,7 @@ from aiohttp import web
 from gateway.audit.events import Actor, RequestContext
 from gateway.config import CookieConfig
 from gateway.identity.directory import Directory
+from gateway.identity.jwt_issuers import JwtIssuers, bearer_token, principal_from_jwt
 from gateway.identity.principal import Principal
 from gateway.identity.service import IdentityService
 from gateway.pipeline.reasons import Deny, Reason
@@ -45,6 +46,8 @@ class Authenticator:
     directory: Directory
     sessions: SessionService
     cookie: CookieConfig
+    jwt_issuers: JwtIssuers | None = None
+    """External JWT issuers; None (or none configured): a non-`gw_` bearer is not read."""
 
     async def authenticate(
         self, request: web.BaseRequest, tenant_slug: str | None
@@ -59,6 +62,9 @@ class Authenticator:
         api_key = bearer_api_key(request)
         if api_key is not None:
             return await self._from_api_key(api_key, tenant_slug)
+        # SECURITY: with issuers configured, any other bearer is a JWT to verify or refuse.
+        if self.jwt_issuers and (bearer := bearer_token(request)) is not None:
+            return await principal_from_jwt(self.jwt_issuers, self.directory, bearer, tenant_slug)
         token = read_session_token(request, self.cookie)
         if token is None:
             return None
@@ -89,7 +95,7 @@ class Authenticator:
         )
 
     async def _from_api_key(self, token: str, tenant_slug: str | None) -> Principal | Deny:
-        found = await self.identity.authenticate_api_key(token)
+        found = await self.directory.api_key(token)
         if found is None:
             # SECURITY: a presented but invalid key is refused, never treated as anonymous.
             return Deny(Reason.UNAUTHENTICATED, "invalid API key")

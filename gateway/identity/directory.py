@@ -9,12 +9,13 @@ of unknown slugs cannot turn into a flood of queries.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, TypeVar
 
-from gateway.identity.models import Tenant, User
+from gateway.identity.models import ApiKeyPrincipal, Tenant, User
 from gateway.identity.service import IdentityService
 from gateway.observability.metrics import DIRECTORY_CACHE
 from gateway.storage.ports import BUS_DISCONNECTED, BUS_RESYNC, DEGRADED_CACHE_TTL
@@ -23,6 +24,7 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 MEMBERSHIP_CHANGED = "member.changed"  # {"tenant_id": str, "user_id": str}
+API_KEY_REVOKED = "apikey.revoked"  # {"key_id": str}
 TENANT_CHANGED = "tenant.changed"  # {"tenant_id": str}
 
 
@@ -32,6 +34,7 @@ class TtlCache(Generic[K, V]):
     def __init__(self, ttl: float, max_entries: int, clock: Callable[[], float]) -> None:
         self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
         self.ttl = ttl
+        self.base_ttl = ttl
         self.max_entries = max_entries
         self.clock = clock
 
@@ -75,6 +78,10 @@ class Directory:
             ttl, 100_000, clock
         )
         self._operators: TtlCache[str, bool] = TtlCache(ttl, 10_000, clock)
+        # At most 1 s: a key that expires (no bus notice for that) stops working within it.
+        self._api_keys: TtlCache[str, ApiKeyPrincipal | None] = TtlCache(
+            min(ttl, 1.0), 10_000, clock
+        )
 
     async def tenant_by_slug(self, slug: str) -> Tenant | None:
         return await self._slugs.get(slug, lambda: self.identity.tenant_by_slug(slug))
@@ -94,19 +101,29 @@ class Directory:
     async def is_operator(self, user_id: str) -> bool:
         return await self._operators.get(user_id, lambda: self.identity.is_operator(user_id))
 
+    async def api_key(self, token: str) -> ApiKeyPrincipal | None:
+        """The verified principal of an API key, cached by the SHA-256 of the token only."""
+        # SECURITY: the cache key is a hash; the raw key is never held beyond this call.
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        return await self._api_keys.get(digest, lambda: self.identity.authenticate_api_key(token))
+
     def _caches(self) -> tuple[TtlCache[Any, Any], ...]:
-        return (self._slugs, self._tenants, self._users, self._roles, self._operators)
+        return (
+            self._slugs, self._tenants, self._users, self._roles, self._operators, self._api_keys,
+        )  # fmt: skip
 
     async def on_change(self, topic: str, payload: Mapping[str, Any]) -> None:
         """Change-bus subscriber: drops what the announced change affects; on a lost bus,
         bounds every cache's age tightly; on resync, forgets everything."""
         if topic == BUS_DISCONNECTED:
             for cache in self._caches():
-                cache.ttl = min(self.ttl, DEGRADED_CACHE_TTL)
+                cache.ttl = min(cache.base_ttl, DEGRADED_CACHE_TTL)
         elif topic == BUS_RESYNC:
             for cache in self._caches():
                 cache.clear()
-                cache.ttl = self.ttl
+                cache.ttl = cache.base_ttl
+        elif topic == API_KEY_REVOKED:
+            self._api_keys.clear()  # keyed by hash: drop all, revocations are rare
         elif topic == MEMBERSHIP_CHANGED:
             key = (payload.get("tenant_id"), payload.get("user_id"))
             self._roles.drop(lambda k: k == key)

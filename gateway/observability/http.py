@@ -128,7 +128,8 @@ def record(request: web.Request, status: int, seconds: float) -> None:
     histogram.observe(seconds)
     if tracing.STATE.tracer is not None:
         _annotate_span(scope, route, request.get(REASON_KEY))
-    if ACCESS.wanted(status):
+    # The record (and its extra dict) is only built when a handler would take it.
+    if ACCESS.wanted(status) and access_log.isEnabledFor(logging.INFO):
         _log_access(request, scope, route, status, seconds)
 
 

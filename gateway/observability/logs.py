@@ -99,3 +99,5 @@ def configure_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     # aiohttp's own access log is replaced by the gateway's (`gateway.access`).
     logging.getLogger("aiohttp.access").disabled = True
+    # pycasbin logs its whole model at INFO on every enforcer build: noise, not news.
+    logging.getLogger("casbin").setLevel(logging.WARNING)

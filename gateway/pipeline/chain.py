@@ -11,7 +11,8 @@ the policy allowed the request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from gateway.config import TenancyConfig
 from gateway.identity.assertion import AssertionSigner
@@ -21,6 +22,7 @@ from gateway.pipeline.stages.base import Stage
 from gateway.pipeline.stages.csrf import CheckCsrf
 from gateway.pipeline.stages.head import CheckRequestHead
 from gateway.pipeline.stages.inject import InjectIdentity
+from gateway.pipeline.stages.mfa import RequireMfaEnrollment
 from gateway.pipeline.stages.normalize import NormalizePath
 from gateway.pipeline.stages.principal import LoadPrincipal
 from gateway.pipeline.stages.ratelimit import EnforceRateLimit
@@ -28,6 +30,7 @@ from gateway.pipeline.stages.route import MatchRoute
 from gateway.pipeline.stages.settings import ApplyTenantSettings
 from gateway.pipeline.stages.strip import StripIdentityHeaders
 from gateway.pipeline.stages.tenant import ResolveTenant
+from gateway.pipeline.stages.upload import CheckUploadType
 from gateway.proxy.headers import OwnedHeaders
 from gateway.proxy.routes import Route, RouteTable
 from gateway.ratelimit.limiter import RateLimiter
@@ -50,6 +53,8 @@ class ChainParts:
     public_origin: str | None
     signer: AssertionSigner | None = None
     rate_limiter: RateLimiter | None = None
+    webhooks: Stage | None = None
+    upload_types: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Signs `X-Gateway-Assertion`; None (tests only) leaves the assertion out."""
 
 
@@ -68,9 +73,12 @@ def build_proxy_chain(parts: ChainParts, fallback: Route | None = None) -> tuple
         ResolveTenant(parts.tenancy),
         MatchRoute(parts.routes, fallback),
         LoadPrincipal(parts.authenticator),
+        RequireMfaEnrollment(),
         ApplyTenantSettings(parts.routes),
+        CheckUploadType(parts.upload_types),
         CheckCsrf(parts.sessions, parts.public_origin),
         EnforceRateLimit(parts.rate_limiter),
         Authorize(parts.authorizer),
+        *((parts.webhooks,) if parts.webhooks is not None else ()),
         InjectIdentity(parts.header_names, parts.signer),
     )

@@ -20,6 +20,7 @@ class Reason(enum.StrEnum):
     BAD_PATH = "bad-path"
     HEADERS_TOO_LARGE = "headers-too-large"
     BODY_TOO_LARGE = "body-too-large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported-media-type"
     UPGRADE_REFUSED = "upgrade-refused"
     ROUTE_UNKNOWN = "route-unknown"
     TENANT_UNKNOWN = "tenant-unknown"

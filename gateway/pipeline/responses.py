@@ -13,6 +13,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from gateway.pipeline.reasons import Deny, Reason
+from gateway.pipeline.stages.mfa import MfaEnrollmentRequired, enrollment_response
 from gateway.ratelimit.headers import too_many_requests_response
 from gateway.ratelimit.limiter import RateLimitedDeny
 
@@ -24,6 +25,7 @@ STATUS_BY_REASON: MappingProxyType[Reason, int] = MappingProxyType(
         Reason.BAD_PATH: 400,
         Reason.HEADERS_TOO_LARGE: 431,
         Reason.BODY_TOO_LARGE: 413,
+        Reason.UNSUPPORTED_MEDIA_TYPE: 415,
         Reason.UPGRADE_REFUSED: 400,
         Reason.ROUTE_UNKNOWN: 404,
         Reason.TENANT_UNKNOWN: 404,
@@ -52,6 +54,7 @@ DEFAULT_MESSAGES: MappingProxyType[Reason, str] = MappingProxyType(
         Reason.BAD_PATH: "the request path is not acceptable",
         Reason.HEADERS_TOO_LARGE: "the request headers are too large",
         Reason.BODY_TOO_LARGE: "the request body is too large",
+        Reason.UNSUPPORTED_MEDIA_TYPE: "the request body's media type is not accepted",
         Reason.UPGRADE_REFUSED: "this protocol upgrade is not supported",
         Reason.ROUTE_UNKNOWN: "no route matches this request",
         Reason.TENANT_UNKNOWN: "unknown tenant",
@@ -107,6 +110,8 @@ def deny_response(
     """
     if isinstance(deny, RateLimitedDeny):
         return too_many_requests_response(deny.results)
+    if isinstance(deny, MfaEnrollmentRequired):
+        return enrollment_response(request, deny)
     if deny.reason in (Reason.UNAUTHENTICATED, Reason.SESSION_EXPIRED) and wants_html(request):
         # SECURITY: only the request's own path goes into rd; the login page re-validates it.
         back = request.raw_path if target is None else target

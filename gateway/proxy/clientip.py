@@ -12,6 +12,7 @@ limiting and logging need no special case. Its forwarding headers are honoured o
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
@@ -236,12 +237,13 @@ def resolve_client_ip(
     return client, chain
 
 
+@functools.lru_cache(maxsize=4096)
 def rate_limit_key_ip(ip: str) -> str:
     """Return the rate-limit key for a client IP.
 
     Guarantees: an IPv4 address (or IPv4-mapped IPv6) is returned as its IPv4 text; an IPv6
     address is reduced to its /64 network (``2001:db8:1:2::/64``); anything else is returned
-    unchanged.
+    unchanged. Memoised (bounded LRU): a pure function of its argument, asked per request.
     """
     addr = _parse_ip(ip)
     if addr is None:

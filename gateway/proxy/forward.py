@@ -1,19 +1,25 @@
 """Forwarding a vetted request to its upstream, streaming bodies both ways.
 
-Bodies are never buffered: the request body is pulled from the client as the upstream
-accepts it, and the response body is written to the client as it arrives, so memory stays
-flat for any body size. Transfer codings are re-framed per hop; content codings pass
-through untouched (`auto_decompress=False`).
+Bodies are never buffered beyond a bounded window: the request body is pulled from the
+client as the upstream accepts it, and the response body is written to the client as it
+arrives, so memory stays flat for any body size. Transfer codings are re-framed per hop;
+content codings pass through untouched. The upstream side is the gateway's own keep-alive
+pool (`gateway.proxy.pool`, httptools' C parser), not aiohttp's client, which spent most of a
+proxied request's CPU; WebSockets still use the aiohttp session (`websocket.py`).
 """
 
 from __future__ import annotations
 
+import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client.metrics import Counter, Histogram
 from yarl import URL
 
@@ -23,13 +29,15 @@ from gateway.observability.metrics import UPSTREAM_DURATION, UPSTREAM_ERRORS
 from gateway.pipeline.reasons import Deny, Reason
 from gateway.pipeline.responses import deny_response
 from gateway.pipeline.scope import RequestScope
-from gateway.proxy.headers import build_response_headers
+from gateway.proxy.conn import UpstreamConnection
+from gateway.proxy.exchange import Exchange, encode_head, request_framing
+from gateway.proxy.headers import response_headers
+from gateway.proxy.pool import Origin, UpstreamPool
 from gateway.proxy.routes import Route
 
 CHUNK = 64 * 1024
 NO_BODY_STATUSES = frozenset({204, 304})
-# Headers the client session would otherwise add or that only describe this hop.
-SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept-Encoding", "Accept", "Content-Type"})
+_PROPAGATOR = TraceContextTextMapPropagator()  # W3C trace context only: never baggage
 
 
 class BodyTooLarge(Exception):
@@ -83,48 +91,121 @@ class UpstreamMetrics:
         return found
 
 
-class Forwarder:
-    """Owns the pooled upstream client and forwards one request at a time through it."""
+class PoolConnector(aiohttp.TCPConnector):
+    """The WebSocket session's connector; closing it also closes the upstream pool, so the
+    pool ends with the session whoever owns it."""
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(self, pool: UpstreamPool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.upstream_pool = pool
+
+    async def close(self, *, abort_ssl: bool = False) -> None:
+        self.upstream_pool.close()
+        await super().close(abort_ssl=abort_ssl)
+
+
+class Forwarder:
+    """Forwards one request at a time through the keep-alive upstream pool.
+
+    `session` (aiohttp) serves WebSocket tunnels; the pool is the one opened with it by
+    `open_upstream_session`, else a new one (closed by `close()`).
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, pool: UpstreamPool | None = None) -> None:
         self.session = session
+        found = getattr(session.connector, "upstream_pool", None)
+        self.pool: UpstreamPool = pool or found or UpstreamPool()
         self.metrics = UpstreamMetrics()
+        self._targets: dict[str, tuple[Origin, str, str]] = {}
+
+    def close(self) -> None:
+        """Closes every upstream connection of the pool."""
+        self.pool.close()
+
+    def _target(self, route: Route) -> tuple[Origin, str, str]:
+        """(origin, base path, Host value) of a route's upstream, computed once."""
+        found = self._targets.get(route.upstream_prefix)
+        if found is None:
+            origin = Origin.of(route.base_url)
+            base = route.base_url.raw_path.rstrip("/")
+            found = self._targets[route.upstream_prefix] = (origin, base, origin.host_header)
+        return found
 
     async def forward(self, scope: RequestScope) -> web.StreamResponse:
         """Sends the request upstream and streams the answer back; errors map to 502/504/413.
 
-        Traced as a `upstream <route>` span around the aiohttp client's CLIENT span.
+        Traced as a `upstream <route>` span around a CLIENT span whose context is sent
+        upstream as `traceparent`.
         """
         tracer = tracing.STATE.tracer
         if tracer is None:
             return await self._forward(scope)
         assert scope.route is not None
-        with tracer.start_as_current_span(
-            f"upstream {scope.route.name}",
-            attributes={"gateway.route": scope.route.name},
-            record_exception=False,
+        with (
+            tracer.start_as_current_span(
+                f"upstream {scope.route.name}",
+                attributes={"gateway.route": scope.route.name},
+                record_exception=False,
+            ),
+            tracer.start_as_current_span(
+                scope.method, kind=SpanKind.CLIENT, attributes={"http.request.method": scope.method}
+            ) as span,
         ):
-            return await self._forward(scope)
+            _PROPAGATOR.inject(scope.upstream_headers)
+            response = await self._forward(scope)
+            span.set_attribute("http.response.status_code", response.status)
+            return response
+
+    def _head(self, scope: RequestScope, route: Route, has_body: bool) -> tuple[bytes, int | None]:
+        """The encoded request head and the body's declared length."""
+        request = scope.request
+        _, base, default_host = self._target(route)
+        host: str | None = default_host
+        headers: CIMultiDict[str] = scope.upstream_headers
+        if route.preserve_host:
+            headers["Host"] = request.host
+            host = None
+        if tracing.STATE.tracer is None:  # with tracing on, the CLIENT span injects its own
+            tracing.continue_caller_trace(request.headers, headers)
+        framing, length = request_framing(request.method, headers, has_body)
+        target = f"{base}{scope.path}?{scope.query}" if scope.query else f"{base}{scope.path}"
+        return encode_head(request.method, target, host, headers, framing), length
 
     async def _forward(self, scope: RequestScope) -> web.StreamResponse:
         route = scope.route
         assert route is not None
         request = scope.request
-        body = LimitedBody(request.content, route.max_body_bytes) if request.body_exists else None
+        has_body = request.body_exists
+        try:
+            head, length = self._head(scope, route, has_body)
+        except ValueError:  # HeaderInjection, or a Content-Length that is not a number
+            return self._refuse(request, Reason.UPSTREAM_UNREACHABLE)
+        body = LimitedBody(request.content, route.max_body_bytes) if has_body else None
         latency, errors = self.metrics.of(route.name)
+        exchange = Exchange(self.pool, self._target(route)[0])
         started = time.perf_counter()
         try:
-            async with self._send(scope, route, body) as upstream:
-                latency.observe(time.perf_counter() - started)
-                return await self._relay(request, upstream, scope.response_headers, errors)
-        except (BodyTooLarge, TimeoutError, aiohttp.ClientError, OSError) as exc:
+            conn = await exchange.start(
+                head,
+                request.method,
+                body.stream() if body is not None else None,
+                length,
+                (route.connect_timeout, route.read_timeout),
+            )
+        except (BodyTooLarge, TimeoutError, OSError, aiohttp.ClientError) as exc:
+            exchange.abort()
             if body is not None and body.exceeded:
                 return self._refuse(request, Reason.BODY_TOO_LARGE)
-            if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+            if isinstance(exc, TimeoutError):
                 errors["timeout"].inc()
                 return self._refuse(request, Reason.UPSTREAM_TIMEOUT)
             errors["unreachable"].inc()
             return self._refuse(request, Reason.UPSTREAM_UNREACHABLE)
+        except BaseException:
+            exchange.abort()
+            raise
+        latency.observe(time.perf_counter() - started)
+        return await relay(request, exchange, conn, scope.response_headers, errors, route)
 
     @staticmethod
     def _refuse(request: web.Request, reason: Reason) -> web.StreamResponse:
@@ -134,66 +215,65 @@ class Forwarder:
             response.force_close()  # the rest of the body is never read
         return response
 
-    def _send(
-        self, scope: RequestScope, route: Route, body: LimitedBody | None
-    ) -> aiohttp.client._RequestContextManager:
-        request = scope.request
-        headers: CIMultiDict[str] = scope.upstream_headers
-        if route.preserve_host:
-            headers["Host"] = request.host
-        if tracing.STATE.tracer is None:  # with tracing on, the client span injects its own
-            tracing.continue_caller_trace(request.headers, headers)
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=route.connect_timeout, sock_read=route.read_timeout
-        )
-        return self.session.request(
-            request.method,
-            upstream_url(route, scope.path, scope.query),
-            headers=headers,
-            data=body.stream() if body is not None else None,
-            allow_redirects=False,
-            timeout=timeout,
-            skip_auto_headers=SKIP_AUTO_HEADERS,
-            compress=None,
-        )
 
-    @staticmethod
-    async def _relay(
-        request: web.Request,
-        upstream: aiohttp.ClientResponse,
-        extra: list[tuple[str, str]],
-        errors: dict[str, Counter],
-    ) -> web.StreamResponse:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        response.headers.update(build_response_headers(upstream.headers))
-        for name, value in extra:
-            response.headers.add(name, value)
-        bodyless = request.method == "HEAD" or upstream.status in NO_BODY_STATUSES
-        if not bodyless and "Content-Length" not in response.headers and request.version >= (1, 1):
-            response.enable_chunked_encoding()
+async def relay(
+    request: web.Request,
+    exchange: Exchange,
+    conn: UpstreamConnection,
+    extra: list[tuple[str, str]],
+    errors: dict[str, Counter],
+    route: Route,
+) -> web.StreamResponse:
+    """Writes the upstream's response to the client: at once when already complete, else
+    streamed; a body cut short aborts the client connection (never looks complete)."""
+    headers = response_headers(conn.headers)
+    for name, value in extra:
+        headers.add(name, value)
+    response = web.StreamResponse(status=conn.status, reason=conn.reason or None, headers=headers)
+    if request.method == "HEAD" or conn.status in NO_BODY_STATUSES:
+        exchange.finish()
         await response.prepare(request)
-        if bodyless:
-            return response
-        try:
-            async for chunk in upstream.content.iter_chunked(CHUNK):
-                await response.write(chunk)
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            # SECURITY: a truncated body must not look complete: drop the client connection.
-            errors["truncated"].inc()
-            if request.transport is not None:
-                request.transport.abort()
-            return response
-        await response.write_eof()
         return response
+    if "Content-Length" not in headers and request.version >= (1, 1):
+        response.enable_chunked_encoding()
+    if conn.complete:
+        body = conn.take_body()
+        exchange.finish()
+        await response.prepare(request)
+        await response.write_eof(body)
+        return response
+    try:
+        await response.prepare(request)
+        while chunk := await conn.read_chunk(route.read_timeout):
+            await response.write(chunk)
+    except (TimeoutError, OSError, aiohttp.ClientError):
+        # SECURITY: a truncated body must not look complete: drop the client connection.
+        errors["truncated"].inc()
+        exchange.abort()
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    except BaseException:
+        exchange.abort()
+        raise
+    exchange.finish()
+    await response.write_eof()
+    return response
 
 
-async def open_upstream_session(limit_per_host: int = 256) -> aiohttp.ClientSession:
-    """A keep-alive pooled client for upstreams that leaves bodies and cookies untouched.
+async def open_upstream_session(
+    limit_per_host: int = 256, ssl_by_origin: Mapping[Origin, ssl.SSLContext] | None = None
+) -> aiohttp.ClientSession:
+    """The aiohttp session for WebSocket tunnels, owning the HTTP keep-alive pool too.
 
-    With tracing on, each call is a CLIENT span and carries its `traceparent` upstream.
+    With tracing on, each WebSocket handshake is a CLIENT span carrying its `traceparent`.
     """
-    connector = aiohttp.TCPConnector(
-        limit=0, limit_per_host=limit_per_host, keepalive_timeout=30, ttl_dns_cache=60
+    connector = PoolConnector(
+        UpstreamPool(max_idle=limit_per_host, ssl_by_origin=ssl_by_origin),
+        limit=0,
+        limit_per_host=limit_per_host,
+        keepalive_timeout=30,
+        ttl_dns_cache=60,
     )
     return aiohttp.ClientSession(
         connector=connector,

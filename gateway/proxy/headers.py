@@ -14,8 +14,9 @@ Header names are compared in two ways:
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import uuid
 from collections.abc import Iterable, Mapping
 
 from multidict import CIMultiDict, MultiMapping
@@ -32,6 +33,7 @@ __all__ = [
     "canonical_name",
     "is_websocket_upgrade",
     "new_request_id",
+    "response_headers",
     "set_forwarded_headers",
     "upgrade_protocol",
     "valid_request_id",
@@ -229,9 +231,14 @@ def build_response_headers(upstream: Mapping[str, str]) -> CIMultiDict[str]:
     (body passed through unchanged) or drop it (body re-framed, e.g. decoded or streamed
     chunked) is the forwarder's decision, not this function's.
     """
-    kept: list[tuple[str, str]] = []
+    return response_headers(upstream.items())
+
+
+def response_headers(pairs: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+    """:func:`build_response_headers` over (name, value) pairs in wire order."""
+    out: CIMultiDict[str] = CIMultiDict()
     connection_values: list[str] = []
-    for name, value in upstream.items():
+    for name, value in pairs:
         low = name.lower()
         if low in HOP_BY_HOP:
             if low == "connection":
@@ -239,13 +246,11 @@ def build_response_headers(upstream: Mapping[str, str]) -> CIMultiDict[str]:
             # SECURITY: upstream connection-management headers must not steer the client
             # connection (keep-alive, upgrade, transfer-encoding smuggling).
             continue
-        kept.append((name, value))
-
-    out: CIMultiDict[str] = CIMultiDict()
-    listed = _connection_tokens(connection_values) - HOP_BY_HOP - _CONNECTION_PROTECTED
-    for name, value in kept:
-        if not listed or name.lower() not in listed:
-            out.add(name, value)
+        out.add(name, value)
+    if connection_values:
+        listed = _connection_tokens(connection_values) - HOP_BY_HOP - _CONNECTION_PROTECTED
+        for name in listed:
+            out.popall(name, None)
     return out
 
 
@@ -324,6 +329,15 @@ def valid_request_id(value: str | None) -> bool:
     return value is not None and REQUEST_ID_RE.fullmatch(value) is not None
 
 
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4)))
+
+
 def new_request_id() -> str:
-    """Return a fresh random request id (32 lower-case hex characters, always valid)."""
-    return uuid.uuid4().hex
+    """Return a fresh request id (32 lower-case hex characters, always valid).
+
+    A random per-process prefix and a counter: unique across processes and requests without a
+    system call per request (a syscall that releases the GIL can wait a whole switch interval
+    behind the SQLite thread). Request ids correlate; they are not secrets.
+    """
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFFFFFF:016x}"

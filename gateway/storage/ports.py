@@ -23,6 +23,7 @@ from gateway.identity.models import (
     User,
     UserCredentials,
 )
+from gateway.identity.records import EmailToken, MfaRecord, TokenPurpose
 
 # ============================================================================================
 # BEGIN IdentityStore (identity namespace: tenants, users, memberships, invitations, operators,
@@ -160,6 +161,63 @@ class IdentityStore(Protocol):
 
     async def append_audit(self, event: AuditEvent) -> None:
         """Records an event that changes no identity data (e.g. a failed sign-in)."""
+
+    # --- MFA (TOTP enrolment, recovery codes) and e-mailed one-time tokens (issue 13) ---
+    # Compare-and-set methods answer False/None when they lose; then nothing, not even their
+    # event, is written.
+
+    async def get_mfa(self, user_id: str) -> MfaRecord | None:
+        """The user's TOTP enrolment, confirmed or not."""
+
+    async def put_mfa_enrollment(
+        self, record: MfaRecord, recovery_hashes: tuple[str, ...], event: AuditEvent
+    ) -> None:
+        """Stores an unconfirmed enrolment with its recovery-code hashes, replacing an earlier
+        unconfirmed one (and its codes); `Conflict("mfa")` while MFA is on."""
+
+    async def enable_mfa(
+        self, user_id: str, enabled_at: float, step: int, event: AuditEvent
+    ) -> bool:
+        """Turns an unconfirmed enrolment on and records `step` as used; False when there is
+        no unconfirmed enrolment."""
+
+    async def use_totp_step(self, user_id: str, step: int, event: AuditEvent) -> bool:
+        """Records `step` as the last used one if MFA is on and `step` is later than the last
+        (so a code is accepted once, even under a race); else False."""
+
+    async def use_recovery_code(
+        self, user_id: str, code_hash: str, used_at: float, event: AuditEvent
+    ) -> bool:
+        """Marks the user's unused recovery code with this hash used (MFA must be on); else
+        False."""
+
+    async def count_recovery_codes(self, user_id: str) -> int:
+        """How many unused recovery codes the user has left."""
+
+    async def delete_mfa(self, user_id: str, event: AuditEvent) -> bool:
+        """Removes the enrolment and recovery codes; False when there was none."""
+
+    async def create_email_token(
+        self, token: EmailToken, token_hash: str, event: AuditEvent
+    ) -> None:
+        """Stores a token with the hash of its secret; `NotFound` for an unknown user."""
+
+    async def get_email_token(self, token_hash: str) -> EmailToken | None:
+        """The token whose secret hashes to `token_hash` (a credential lookup), in any state."""
+
+    async def redeem_email_token(
+        self,
+        token_hash: str,
+        purpose: TokenPurpose,
+        now: float,
+        event: AuditEvent,
+        password_hash: str | None = None,
+    ) -> EmailToken | None:
+        """Marks an unused token of `purpose` that expires after `now` used, and applies it in
+        the same transaction: `verify` marks the user's email verified when it is still the
+        address the token was sent to; `reset` sets `password_hash` and retires the user's
+        other reset tokens. A token is redeemed at most once, even under a race; None (and
+        nothing written) otherwise."""
 
 
 # ============================================================================================

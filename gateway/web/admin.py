@@ -16,6 +16,7 @@ from aiohttp import web
 
 from gateway import keys
 from gateway.audit.events import Actor, RequestContext
+from gateway.identity.directory import API_KEY_REVOKED
 from gateway.identity.errors import IdentityError, InvalidInput
 from gateway.identity.models import ApiKey, ServiceAccount, Tenant
 from gateway.identity.principal import Principal
@@ -242,9 +243,11 @@ async def revoke_api_key(
 ) -> web.StreamResponse:
     """`DELETE /keys/{id}` → 204; another tenant's key is 404."""
     tenant = await managed_tenant(request, services, principal, target_tenant(request, principal))
-    await services.identity.revoke_api_key(
+    key = await services.identity.revoke_api_key(
         tenant.id, request.match_info["id"], actor_of(principal), ctx
     )
+    # Every process drops its cached copy at once (and within its cache bound regardless).
+    await request.app[keys.BUS].publish(API_KEY_REVOKED, {"key_id": key.id})
     return web.Response(status=204)
 
 

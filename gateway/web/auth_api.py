@@ -15,6 +15,7 @@ from gateway.sessions.cookies import clear_session_cookie, read_session_token, s
 from gateway.sessions.models import SessionRecord
 from gateway.sessions.service import SIGNOUT
 from gateway.storage.ports import StoreUnavailable
+from gateway.web.account_services import ENROLL_PAGE, signin_gate
 from gateway.web.common import (
     AUTH_SERVICES,
     AuthServices,
@@ -24,6 +25,7 @@ from gateway.web.common import (
     read_json_object,
     request_context,
     required_string,
+    store_guard,
 )
 from gateway.web.csrf import csrf_ok
 
@@ -47,9 +49,15 @@ def auth_view(result: AuthResult) -> dict[str, Any]:
 
 
 async def start_session(
-    services: AuthServices, request: web.Request, result: AuthResult, response: web.StreamResponse
+    services: AuthServices,
+    request: web.Request,
+    result: AuthResult,
+    response: web.StreamResponse,
+    *,
+    mfa_pending: bool = False,
 ) -> SessionRecord:
-    """Revokes any session the browser presented, issues a new one and sets its cookie."""
+    """Revokes any session the browser presented, issues a new one and sets its cookie
+    (a half-session, that only the MFA step accepts, with `mfa_pending`)."""
     scope = services.scope(request)
     old = read_session_token(request, services.cookie)
     if old is not None:
@@ -63,11 +71,13 @@ async def start_session(
         auth_method="password",
         ip=scope.client_ip,
         user_agent=request.headers.get("User-Agent", "")[:256] or None,
+        mfa_pending=mfa_pending,
     )
     set_session_cookie(response, token, services.cookie)
     return record
 
 
+@store_guard
 async def signup(request: web.Request) -> web.StreamResponse:
     """`POST /.gateway/auth/signup`: a new tenant (as its admin), or join by invitation."""
     services = request.app[AUTH_SERVICES]
@@ -95,6 +105,7 @@ async def signup(request: web.Request) -> web.StreamResponse:
     return response
 
 
+@store_guard
 async def signin(request: web.Request) -> web.StreamResponse:
     """`POST /.gateway/auth/signin`: one status and body for every failure."""
     services = request.app[AUTH_SERVICES]
@@ -119,11 +130,21 @@ async def signin(request: web.Request) -> web.StreamResponse:
             json_error(401, "invalid-credentials", INVALID_CREDENTIALS), check.headers
         )
     await services.limiter.record_success(email)
-    response = with_headers(web.json_response(auth_view(result)), check.headers)
+    gate = await signin_gate(request.app, result)
+    if gate == "mfa":
+        # SECURITY: the password alone earns a half-session that reaches only the MFA step.
+        response = with_headers(web.json_response({"mfa_required": True}), check.headers)
+        await start_session(services, request, result, response, mfa_pending=True)
+        return response
+    view = auth_view(result)
+    if gate == "enroll":
+        view |= {"mfa_enrollment_required": True, "enroll": ENROLL_PAGE}
+    response = with_headers(web.json_response(view), check.headers)
     await start_session(services, request, result, response)
     return response
 
 
+@store_guard
 async def signout(request: web.Request) -> web.StreamResponse:
     """`POST /.gateway/auth/signout`: revokes the session everywhere and clears the cookie."""
     services = request.app[AUTH_SERVICES]

@@ -70,7 +70,8 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raise BadBody("the body is too large", 413)
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # SECURITY: deeply nested JSON must be a 400, not a crash.
         raise BadBody("the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise BadBody("the body must be a JSON object")

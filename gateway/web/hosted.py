@@ -7,14 +7,17 @@ host. Failures re-render the form with one generic message.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from aiohttp import web
 
 from gateway.audit.events import Actor
 from gateway.identity.errors import IdentityError
 from gateway.sessions.cookies import clear_session_cookie, read_session_token
 from gateway.sessions.service import SIGNOUT
+from gateway.web.account_services import ENROLL_PAGE, MFA_PAGE, signin_gate
 from gateway.web.auth_api import INVALID_CREDENTIALS, start_session, with_headers
-from gateway.web.common import AUTH_SERVICES, request_context
+from gateway.web.common import AUTH_SERVICES, request_context, store_guard
 from gateway.web.csrf import csrf_ok, form_origin_ok
 from gateway.web.pages import login_page, logout_page, message_page, signup_page
 from gateway.web.redirects import safe_redirect_target
@@ -43,6 +46,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
     return login_page(safe_redirect_target(request.query.get("rd")))
 
 
+@store_guard
 async def login_submit(request: web.Request) -> web.StreamResponse:
     """`POST /.gateway/login`: sign in and redirect to `rd` (303), or show the form again."""
     services = request.app[AUTH_SERVICES]
@@ -64,9 +68,17 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     )
     if result is None:
         await services.limiter.record_failure(email)
-        return login_page(rd, INVALID_CREDENTIALS, email=email[:254], status=401)
+        page = login_page(rd, INVALID_CREDENTIALS, email=email[:254], status=401)
+        return with_headers(page, check.headers)
     await services.limiter.record_success(email)
-    response = see_other(rd)
+    gate = await signin_gate(request.app, result)
+    if gate == "mfa":
+        # SECURITY: the password alone earns a half-session that reaches only the MFA step.
+        response = with_headers(see_other(f"{MFA_PAGE}?rd={quote(rd, safe='')}"), check.headers)
+        await start_session(services, request, result, response, mfa_pending=True)
+        return response
+    target = f"{ENROLL_PAGE}?rd={quote(rd, safe='')}" if gate == "enroll" else rd
+    response = with_headers(see_other(target), check.headers)
     await start_session(services, request, result, response)
     return response
 
@@ -77,6 +89,7 @@ async def signup_form(request: web.Request) -> web.StreamResponse:
     return signup_page(rd, invitation=request.query.get("invitation", "")[:128])
 
 
+@store_guard
 async def signup_submit(request: web.Request) -> web.StreamResponse:
     """`POST /.gateway/signup`: create the account and sign in, or show the form again."""
     services = request.app[AUTH_SERVICES]
@@ -101,7 +114,7 @@ async def signup_submit(request: web.Request) -> web.StreamResponse:
         else:
             result = await services.identity.signup(email, password, tenant, ctx)
     except IdentityError as exc:
-        return signup_page(
+        page = signup_page(
             rd,
             exc.message,
             email=email[:254],
@@ -109,11 +122,13 @@ async def signup_submit(request: web.Request) -> web.StreamResponse:
             invitation=invitation[:128],
             status=exc.status,
         )
-    response = see_other(rd)
+        return with_headers(page, check.headers)
+    response = with_headers(see_other(rd), check.headers)
     await start_session(services, request, result, response)
     return response
 
 
+@store_guard
 async def logout_form(request: web.Request) -> web.StreamResponse:
     """`GET /.gateway/logout`: a confirmation form (GET never changes state)."""
     services = request.app[AUTH_SERVICES]
@@ -122,6 +137,7 @@ async def logout_form(request: web.Request) -> web.StreamResponse:
     return logout_page(record is not None)
 
 
+@store_guard
 async def logout_submit(request: web.Request) -> web.StreamResponse:
     """`POST /.gateway/logout`: revoke the session, clear the cookie, back to the login page."""
     services = request.app[AUTH_SERVICES]

@@ -19,6 +19,9 @@ BACKENDS = ["sqlite", "postgres"]
 
 # Every data table, children first; the bookkeeping (schema_migrations, meta) is kept.
 POSTGRES_TABLES = (
+    "gateway.secret_versions", "gateway.secret_heads", "gateway.secret_keks",
+    "gateway.webhook_replays",
+    "identity.email_tokens", "identity.recovery_codes", "identity.mfa",
     "identity.api_keys", "identity.service_accounts", "identity.operators",
     "identity.invitations", "identity.memberships", "identity.users", "identity.tenants",
     "gateway.sessions", "gateway.policy_rules", "gateway.audit_events",

@@ -27,6 +27,7 @@ from gateway.identity.models import (
     User,
     new_id,
 )
+from gateway.identity.records import EmailToken, MfaRecord
 from gateway.storage.ports import IdentityStore
 from gateway.storage.postgres.identity import PostgresIdentityStore
 from gateway.storage.sqlite.database import SqliteDatabase
@@ -350,3 +351,105 @@ async def test_concurrent_events_form_one_unbroken_chain_per_tenant(backend: Bac
         last[chain] = digest
     assert len(rows) == 24
     assert set(last) == {"t_a", "t_b", "platform"}
+
+
+# --- MFA and e-mailed tokens (issue 13) ---------------------------------------------------
+
+
+def mfa_record(user: User, now: float) -> MfaRecord:
+    return MfaRecord(user.id, "v1:sealed", now)
+
+
+async def test_mfa_enrolment_confirm_and_steps(backend: Backend) -> None:
+    store = backend.store
+    _, user = await signup(store, "acme", "ann@example.com")
+    now = time.time()
+    assert await store.get_mfa(user.id) is None
+    await store.put_mfa_enrollment(mfa_record(user, now), ("h1", "h2"), event("mfa.enroll"))
+    record = await store.get_mfa(user.id)
+    assert record is not None and not record.enabled and record.last_step == -1
+    assert not await store.use_totp_step(user.id, 5, event("auth.mfa"))  # not enabled yet
+    assert not await store.use_recovery_code(user.id, "h1", now, event("auth.mfa"))
+    assert await store.enable_mfa(user.id, now, 10, event("mfa.enable"))
+    assert not await store.enable_mfa(user.id, now, 11, event("mfa.enable"))
+    enabled = await store.get_mfa(user.id)
+    assert enabled is not None and enabled.enabled and enabled.last_step == 10
+    assert not await store.use_totp_step(user.id, 10, event("auth.mfa"))  # replay
+    assert await store.use_totp_step(user.id, 11, event("auth.mfa"))
+    assert not await store.use_totp_step(user.id, 9, event("auth.mfa"))
+    with pytest.raises(Conflict) as caught:
+        await store.put_mfa_enrollment(mfa_record(user, now), ("h3",), event("mfa.enroll"))
+    assert caught.value.field == "mfa"
+    actions = await backend.audit_actions()
+    assert actions.count("auth.mfa") == 1 and actions.count("mfa.enable") == 1
+
+
+async def test_recovery_codes_are_single_use_even_when_racing(backend: Backend) -> None:
+    store = backend.store
+    _, user = await signup(store, "acme", "ann@example.com")
+    now = time.time()
+    await store.put_mfa_enrollment(mfa_record(user, now), ("h1", "h2"), event("mfa.enroll"))
+    await store.enable_mfa(user.id, now, 1, event("mfa.enable"))
+    results = await asyncio.gather(
+        *(store.use_recovery_code(user.id, "h1", now, event("auth.mfa")) for _ in range(5))
+    )
+    assert sorted(results) == [False, False, False, False, True]
+    assert await store.count_recovery_codes(user.id) == 1
+    steps = await asyncio.gather(*(store.use_totp_step(user.id, 7, event("x")) for _ in range(5)))
+    assert sorted(steps) == [False, False, False, False, True]
+    assert (await backend.audit_actions()).count("auth.mfa") == 1
+
+
+async def test_re_enrolment_replaces_codes_and_delete_removes_all(backend: Backend) -> None:
+    store = backend.store
+    _, user = await signup(store, "acme", "ann@example.com")
+    now = time.time()
+    await store.put_mfa_enrollment(mfa_record(user, now), ("a", "b"), event("mfa.enroll"))
+    await store.put_mfa_enrollment(MfaRecord(user.id, "v1:new", now), ("c",), event("e"))
+    record = await store.get_mfa(user.id)
+    assert record is not None and record.secret_ciphertext == "v1:new"
+    assert await store.count_recovery_codes(user.id) == 1
+    assert await store.delete_mfa(user.id, event("mfa.disable"))
+    assert not await store.delete_mfa(user.id, event("mfa.disable"))
+    assert await store.get_mfa(user.id) is None
+    assert await store.count_recovery_codes(user.id) == 0
+
+
+async def test_email_tokens_are_redeemed_once_and_not_after_expiry(backend: Backend) -> None:
+    store = backend.store
+    _, user = await signup(store, "acme", "ann@example.com")
+    now = time.time()
+    verify = EmailToken(user.id, "verify", user.email, now, now + 60)
+    await store.create_email_token(verify, "tv", event("auth.email_verify_request"))
+    assert await store.get_email_token("tv") == verify
+    assert await store.redeem_email_token("tv", "reset", now, event("x"), "h") is None
+    assert await store.redeem_email_token("tv", "verify", now + 60, event("x")) is None
+    results = await asyncio.gather(
+        *(
+            store.redeem_email_token("tv", "verify", now, event("auth.email_verify"))
+            for _ in range(4)
+        )
+    )
+    assert [r is not None for r in results].count(True) == 1
+    verified = await store.get_user(user.id)
+    assert verified is not None and verified.email_verified
+    used = await store.get_email_token("tv")
+    assert used is not None and used.used_at == now
+    assert (await backend.audit_actions()).count("auth.email_verify") == 1
+
+
+async def test_reset_tokens_set_the_password_and_retire_siblings(backend: Backend) -> None:
+    store = backend.store
+    _, user = await signup(store, "acme", "ann@example.com")
+    now = time.time()
+    for name in ("r1", "r2"):
+        token = EmailToken(user.id, "reset", user.email, now, now + 60)
+        await store.create_email_token(token, name, event("auth.password_reset_request"))
+    redeemed = await store.redeem_email_token("r1", "reset", now, event("r"), "new-hash")
+    assert redeemed is not None and redeemed.user_id == user.id
+    credentials = await store.get_user_by_email(user.email)
+    assert credentials is not None and credentials.password_hash == "new-hash"
+    assert await store.redeem_email_token("r2", "reset", now, event("r"), "other") is None
+    with pytest.raises(NotFound):
+        ghost = EmailToken("u_missing", "reset", "x@example.com", now, now + 60)
+        await store.create_email_token(ghost, "r3", event("r"))

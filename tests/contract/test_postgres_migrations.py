@@ -95,7 +95,7 @@ async def test_identity_lives_in_its_own_schema(db: PostgresDatabase) -> None:
         by_schema.setdefault(row[0], set()).add(row[1])
     assert by_schema["identity"] == {
         "tenants", "users", "memberships", "invitations", "operators", "service_accounts",
-        "api_keys",
+        "api_keys", "mfa", "recovery_codes", "email_tokens",
     }  # fmt: skip
     assert {"sessions", "policy_rules", "audit_events", "schema_migrations"} <= by_schema["gateway"]
 

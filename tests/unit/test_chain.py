@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from gateway.app import build_chain_parts, open_auth_services
@@ -9,6 +10,7 @@ from gateway.config import load_config
 from gateway.pipeline.chain import build_proxy_chain
 from gateway.pipeline.reasons import Reason
 from gateway.pipeline.responses import STATUS_BY_REASON
+from gateway.pipeline.stages.webhook import VerifyWebhook
 from gateway.policy.authorizer import PolicyAuthorizer
 from gateway.policy.defaults import packaged
 from gateway.policy.engine import PolicyEngine
@@ -34,6 +36,7 @@ async def test_stages_run_in_the_documented_order(tmp_path: Path) -> None:
             packaged("model.conf"), packaged("policy.csv"), freeze_gc=False
         )
         parts = build_chain_parts(config, services, PolicyAuthorizer(engine))
+        parts = dataclasses.replace(parts, webhooks=VerifyWebhook(config.upstreams, None))  # type: ignore[arg-type]
         chain = build_proxy_chain(parts)
         services.sessions.close()
         await app[keys.HASHER].close()
@@ -44,10 +47,13 @@ async def test_stages_run_in_the_documented_order(tmp_path: Path) -> None:
         "ResolveTenant",
         "MatchRoute",
         "LoadPrincipal",
+        "RequireMfaEnrollment",
         "ApplyTenantSettings",
+        "CheckUploadType",
         "CheckCsrf",
         "EnforceRateLimit",
         "Authorize",
+        "VerifyWebhook",
         "InjectIdentity",
     ]
 

@@ -17,7 +17,7 @@ from gateway.observability.decisions import DECISIONS
 from gateway.observability.http import ACCESS, observe_middleware
 from gateway.observability.metrics import BUS_CONNECTED
 from gateway.observability.setup import watch_bus
-from gateway.observability.stores import InstrumentedStore, instrument, instrument_stores
+from gateway.observability.stores import InstrumentedStore, instrument
 from gateway.pipeline.reasons import Reason
 from gateway.storage.factory import open_stores
 from gateway.storage.memory.bus import MemoryChangeBus
@@ -177,13 +177,12 @@ async def test_change_bus_state_gauge_follows_the_bus() -> None:
     assert BUS_CONNECTED.labels("memory")._value.get() == 1
 
 
-async def test_instrument_stores_wraps_a_copy(tmp_path: Path) -> None:
+async def test_open_stores_yields_instrumented_stores(tmp_path: Path) -> None:
     config = load_config(env={}, overrides={"state_dir": str(tmp_path / "state")})
-    async with open_stores(config, open_state_dir(config.state_dir)) as stores:
-        observed = instrument_stores(stores)
+    async with open_stores(config, open_state_dir(config.state_dir)) as observed:
+        # open_stores hands out an instrumented copy; it closes the plain adapters itself.
         assert isinstance(observed.sessions, InstrumentedStore)
-        assert not isinstance(stores.sessions, InstrumentedStore)  # closing sees the adapter
-        assert observed.bus is stores.bus and observed.checks is stores.checks
+        assert isinstance(observed.identity, InstrumentedStore)
         before = value(
             "gateway_store_operation_duration_seconds_count",
             port="sessions", backend="sqlite", operation="get",

@@ -67,9 +67,15 @@ async def test_request_span_children_and_upstream_traceparent(traced: Traced) ->
     for name in ("gateway.session_lookup", "gateway.decision", "upstream app"):
         child = spans[name]
         assert child.parent is not None and child.parent.span_id == server.context.span_id
-    client_span = next(s for s in spans.values() if s.kind is trace.SpanKind.CLIENT)
-    assert client_span.parent is not None
-    assert client_span.parent.span_id == spans["upstream app"].context.span_id  # type: ignore[union-attr]
+    upstream_span_id = spans["upstream app"].context.span_id  # type: ignore[union-attr]
+    # Background store calls (the policy watcher) are CLIENT spans too: take the upstream's.
+    client_span = next(
+        s
+        for s in traced.exporter.get_finished_spans()
+        if s.kind is trace.SpanKind.CLIENT
+        and s.parent is not None
+        and s.parent.span_id == upstream_span_id
+    )
     version, trace_id, parent_id, _flags = upstream_traceparent(body).split("-")
     assert (version, trace_id) == ("00", CALLER_TRACE)
     assert parent_id == f"{client_span.context.span_id:016x}"  # type: ignore[union-attr]

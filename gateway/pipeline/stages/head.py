@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from aiohttp import HttpVersion10, HttpVersion11
+
 from gateway.pipeline.reasons import Deny, Reason
 from gateway.pipeline.scope import RequestScope
+
+SUPPORTED_VERSIONS = frozenset({HttpVersion10, HttpVersion11})
 
 
 class CheckRequestHead:
@@ -19,6 +23,10 @@ class CheckRequestHead:
         self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: RequestScope) -> Deny | None:
+        # SECURITY: only HTTP/1.0 and 1.1 are proxied; an HTTP/0.9 or "HTTP/2.0" request line
+        # over HTTP/1 framing would reach the upstream as something it may parse differently.
+        if scope.request.version not in SUPPORTED_VERSIONS:
+            return Deny(Reason.BAD_REQUEST, "unsupported HTTP version")
         raw = scope.request.raw_headers
         size = sum(len(k) + len(v) + 4 for k, v in raw)
         if size > self.max_header_bytes:

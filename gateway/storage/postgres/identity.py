@@ -30,6 +30,7 @@ from gateway.storage.ports import StoreUnavailable
 from gateway.storage.postgres import identity_rows as mapping
 from gateway.storage.postgres.audit import append_event
 from gateway.storage.postgres.database import Connection, PostgresDatabase, Record, rowcount
+from gateway.storage.postgres.identity_account import PostgresAccountRecords
 
 __all__ = ["PostgresIdentityStore"]
 
@@ -65,8 +66,9 @@ def _mapped(exc: asyncpg.PostgresError) -> Exception:
     return StoreUnavailable(f"identity store: {type(exc).__name__}: {exc}")
 
 
-class PostgresIdentityStore:
-    """`IdentityStore` over `PostgresDatabase`; see the port for the guarantees."""
+class PostgresIdentityStore(PostgresAccountRecords):
+    """`IdentityStore` over `PostgresDatabase`; see the port for the guarantees (the MFA and
+    e-mail token methods are in `identity_account`)."""
 
     def __init__(self, db: PostgresDatabase) -> None:
         self._db = db

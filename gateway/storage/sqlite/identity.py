@@ -31,6 +31,7 @@ from gateway.identity.models import (
 from gateway.storage.ports import StoreUnavailable
 from gateway.storage.sqlite.audit import append_event
 from gateway.storage.sqlite.database import SqliteDatabase
+from gateway.storage.sqlite.identity_account import SqliteAccountRecords
 
 __all__ = ["SqliteIdentityStore"]
 
@@ -87,8 +88,9 @@ def _key(row: aiosqlite.Row) -> ApiKey:
     return ApiKey(*row[:6])
 
 
-class SqliteIdentityStore:
-    """`IdentityStore` over `SqliteDatabase`; see the port for the guarantees."""
+class SqliteIdentityStore(SqliteAccountRecords):
+    """`IdentityStore` over `SqliteDatabase`; see the port for the guarantees (the MFA and
+    e-mail token methods are in `identity_account`)."""
 
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db

@@ -1,0 +1,291 @@
+"""The whole data path in one run: upstream, nginx, and the gateway on three kinds of route.
+
+    .venv/bin/python bench/full.py [--duration 8] [--connections 32] [--rounds 1]
+                                   [--idle 10000] [--profile] [--out FILE.json]
+
+Starts on 127.0.0.1 (with `throughput.py`'s helpers): the raw upstream, nginx as a plain
+proxy, and one gateway worker. The gateway signs up a user (its own tenant, admin role), and
+creates a service account with an API key, then wrk measures, each for `--duration` seconds:
+
+* upstream: `GET /public/bench` to the upstream directly; nginx: the same through nginx;
+* gw-public: the same through the gateway (a public path: no session, no policy);
+* gw-session: `GET /app/bench` with the session cookie: session, tenant, policy, a
+  rate-limit rule keyed by user and route, the signed assertion;
+* gw-apikey: `GET /app/bench` with `Authorization: Bearer <key>`: the same pipeline for a
+  service account.
+
+Then: the gateway's peak RSS (VmHWM), and `--idle N` idle keep-alive client connections held
+(`bench/idle.py`). With `--profile`, each gateway row is run once more under `py-spy record`
+and the top functions by own time are printed. Requires wrk (rows carry headers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+try:
+    from bench import idle, spy
+    from bench import throughput as tp
+except ModuleNotFoundError:  # run as a script: bench/ is on sys.path, the project root is not
+    import idle  # type: ignore[no-redef]
+    import spy  # type: ignore[no-redef]
+    import throughput as tp  # type: ignore[no-redef]
+
+PUBLIC_PATH = "/public/bench"
+APP_PATH = "/app/bench"
+RULE = {
+    "name": "bench-user",
+    "match": {"path": "/app/*"},
+    "key": ["user", "route"],
+    "rate": "1000000/s",
+    "burst": 1_000_000,
+}
+PASSWORD = "bench-plum-tractor-nebula-42"  # noqa: S105 - a throwaway bench account
+ADMIN = "/.gateway/admin/v1"
+Row = tuple[str, str, str, tuple[str, ...]]  # name, base url, path, headers
+
+
+def gateway_config(workdir: Path, upstream_url: str) -> dict[str, Any]:
+    """`throughput.gateway_config` plus the rate-limit rule on `/app/*`."""
+    config = tp.gateway_config(workdir, upstream_url)
+    config["rate_limits"] = {"defaults": True, "rules": [RULE]}
+    return config
+
+
+def start_gateway(
+    workdir: Path, upstream_url: str, name: str = "gateway", source: Path | None = None
+) -> tuple[tp.Child, str]:
+    """One gateway worker; `source` (a directory holding another `gateway/` package) runs
+    that code instead, e.g. a copy of an older tree for a before/after comparison."""
+    import yaml
+
+    gwdir = workdir / name
+    gwdir.mkdir()
+    config = gateway_config(gwdir, upstream_url)
+    path = gwdir / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    if source is not None:
+        env["PYTHONPATH"] = str(source.resolve())
+    cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(path)]
+    child = tp.Child(name, cmd, workdir, cwd=gwdir, env=env)
+    url = f"http://{config['listen']}"
+    tp.wait_http(child, url + "/.gateway/healthz")
+    return child, url
+
+
+async def _post(
+    http: aiohttp.ClientSession, url: str, body: Any, headers: dict[str, str] | None = None
+) -> tuple[int, Any, aiohttp.ClientResponse]:
+    async with http.post(url, json=body, headers=headers or {}) as resp:
+        data = await resp.json(content_type=None)
+        return resp.status, data, resp
+
+
+async def _credentials(base: str) -> tuple[str, str]:
+    """Signs up the bench user and makes an API key: (cookie header, bearer header)."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        body = {"email": "bench@example.com", "password": PASSWORD, "tenant": "bench"}
+        status, data, resp = await _post(http, f"{base}/.gateway/auth/signup", body)
+        if status != 201:
+            raise RuntimeError(f"sign-up answered {status}: {data}")
+        morsel = resp.cookies["gw_session"]
+        cookie = f"Cookie: gw_session={morsel.value}"
+        admin = {"Cookie": cookie.split(": ", 1)[1], "Origin": base}
+        slug = data["tenant"]["slug"]
+        url = f"{base}{ADMIN}/tenants/{slug}/service-accounts"
+        status, account, _ = await _post(http, url, {"name": "bench", "roles": ["viewer"]}, admin)
+        if status != 201:
+            raise RuntimeError(f"service account answered {status}: {account}")
+        url = f"{base}{ADMIN}/service-accounts/{account['id']}/keys"
+        status, key, _ = await _post(http, url, {}, admin)
+        if status != 201:
+            raise RuntimeError(f"API key answered {status}: {key}")
+        return cookie, f"Authorization: Bearer {key['key']}"
+
+
+async def _check(base: str, path: str, headers: Sequence[str], limited: bool) -> None:
+    wanted = dict(h.split(": ", 1) for h in headers)
+    async with aiohttp.ClientSession() as http, http.get(base + path, headers=wanted) as resp:
+        await resp.read()
+        policy = resp.headers.get("RateLimit-Policy")
+        if resp.status != 200 or (policy is not None) != limited:
+            raise RuntimeError(f"{path}: status {resp.status}, RateLimit-Policy {policy!r}")
+
+
+def measure(row: Row, wrk: str, args: argparse.Namespace, children: list[tp.Child]) -> dict:
+    name, base, path, headers = row
+
+    def load(seconds: float) -> tp.LoadResult:
+        return tp.run_wrk(
+            wrk, base + path, duration=seconds, connections=args.connections, headers=headers
+        )
+
+    if args.warmup > 0:
+        load(args.warmup)
+    before = {c.name: tp.group_cpu_seconds(c.pid) for c in children}
+    result = load(args.duration)
+    for child in children:
+        child.check_alive()
+    cpu = {
+        c.name: round((tp.group_cpu_seconds(c.pid) - before[c.name]) * 1e3 / result.requests, 4)
+        for c in children
+    }
+    if result.non_2xx or result.errors:
+        bad = f"{result.non_2xx} non-2xx, {result.errors} errors"
+        print(f"  WARNING {name}: {bad}", file=sys.stderr)
+    return {"target": name, **result.to_json(), "server_cpu_ms_per_request": cpu}
+
+
+def ratios(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Every row ÷ nginx: req/s, p50 and p99."""
+    base = rows.get("nginx")
+    if base is None:
+        return {}
+    return {
+        f"{name}/nginx": {
+            "rps": round(row["rps"] / base["rps"], 3),
+            "p50": round(row["p50_ms"] / base["p50_ms"], 2),
+            "p99": round(row["p99_ms"] / base["p99_ms"], 2),
+        }
+        for name, row in rows.items()
+        if name != "nginx"
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"{'target':<11} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'÷nginx':>7} "
+        f"{'p99÷ng':>7} {'gw CPU µs':>9} {'bad':>4}",
+        "-" * 68,
+    ]
+    for row in report["results"]:
+        r = report["ratios"].get(f"{row['target']}/nginx", {})
+        cpu = row["server_cpu_ms_per_request"]
+        gw_cpu = cpu.get("baseline" if row["target"].startswith("base-") else "gateway", 0) * 1e3
+        lines.append(
+            f"{row['target']:<11} {row['rps']:>9,.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} "
+            f"{r.get('rps', 1.0):>7.3f} {r.get('p99', 1.0):>7.2f} {gw_cpu:>9.0f} "
+            f"{row['non_2xx'] + row['errors']:>4}"
+        )
+    mem = report["gateway_memory_kib"]
+    lines.append(f"\ngateway worker peak RSS (VmHWM): {mem.get('VmHWM', 0) / 1024:.1f} MiB")
+    if held := report.get("idle"):
+        lines.append(
+            f"idle keep-alive connections: {held['held']}/{held['wanted']} held "
+            f"({held['still_open_at_probe']} still open at the probe), probe status "
+            f"{held['probe_status']}, RSS {held['rss_before_kib'] / 1024:.1f} -> "
+            f"{held['rss_held_kib'] / 1024:.1f} MiB "
+            f"({held['rss_per_connection_bytes']:,} bytes per connection)"
+        )
+    return "\n".join(lines)
+
+
+def _rows(upstream: str, nginx: str, gateway: str, cookie: str, bearer: str) -> list[Row]:
+    return [
+        ("upstream", upstream, PUBLIC_PATH, ()),
+        ("nginx", nginx, PUBLIC_PATH, ()),
+        ("gw-public", gateway, PUBLIC_PATH, ()),
+        ("gw-session", gateway, APP_PATH, (cookie,)),
+        ("gw-apikey", gateway, APP_PATH, (bearer,)),
+    ]
+
+
+def run(args: argparse.Namespace, wrk: str, nginx: str) -> dict[str, Any]:
+    idle.raise_fd_limit(args.idle + 4096)
+    rounds: list[dict[str, Any]] = []
+    children: list[tp.Child] = []
+    report: dict[str, Any] = {"started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-full-") as tmp:
+        workdir = Path(tmp)
+        try:
+            upstream, up_url = tp.start_upstream(workdir)
+            children.append(upstream)
+            ng, ng_url = tp.start_nginx(nginx, workdir, int(up_url.rsplit(":", 1)[1]))
+            gw, gw_url = start_gateway(workdir, up_url)
+            children += [ng, gw]
+            cookie, bearer = asyncio.run(_credentials(gw_url))
+            rows = _rows(up_url, ng_url, gw_url, cookie, bearer)
+            if args.baseline is not None:
+                base, base_url = start_gateway(workdir, up_url, "baseline", args.baseline)
+                children.append(base)
+                cookie, bearer = asyncio.run(_credentials(base_url))
+                rows += [
+                    (f"base-{n.removeprefix('gw-')}", *rest)
+                    for n, *rest in _rows(up_url, ng_url, base_url, cookie, bearer)[2:]
+                ]
+            for name, base_url, path, headers in rows[2:]:
+                limited = not name.endswith("-public")
+                asyncio.run(_check(base_url, path, headers, limited=limited))
+            for round_no in range(1, args.rounds + 1):
+                for row in rows:
+                    print(f"measuring {row[0]} round {round_no}/{args.rounds}", file=sys.stderr)
+                    rounds.append({"round": round_no, **measure(row, wrk, args, children)})
+            if args.profile:
+                report["profiles"] = spy.profile_rows(rows[2:5], gw.pid, args, workdir)
+            report["gateway_memory_kib"] = idle.memory_kib(gw.pid)
+            if args.idle:
+                port = int(gw_url.rsplit(":", 1)[1])
+                report["idle"] = idle.hold_idle(tp.HOST, port, args.idle, PUBLIC_PATH, gw.pid)
+            report["gateway_memory_kib"] = idle.memory_kib(gw.pid)
+        finally:
+            for child in reversed(children):
+                child.stop()
+    rows_out = tp.summarize(rounds)
+    report["results"] = rows_out
+    report["ratios"] = ratios({r["target"]: r for r in rows_out})
+    settings = {**vars(args), "out": str(args.out), "baseline": str(args.baseline)}
+    report["settings"] = {**settings, "wrk": tp._version([wrk, "-v"])}
+    report["settings"]["nginx"] = tp._version([nginx, "-v"])
+    report["machine"] = {"cpus": os.cpu_count(), "commit": tp._git("rev-parse", "--short", "HEAD")}
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="upstream vs nginx vs gateway routes, one run")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per row (8)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per row (1)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds, median (1)")
+    parser.add_argument("--idle", type=int, default=10_000, help="idle connections to hold")
+    parser.add_argument("--profile", action="store_true", help="py-spy each gateway row")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a directory with another gateway/ package: adds base-* rows run from it",
+    )
+    parser.add_argument("--out", type=Path, help="JSON file (default bench/results/full-*.json)")
+    args = parser.parse_args(argv)
+    wrk, nginx = shutil.which("wrk"), tp.find_nginx()
+    if wrk is None or nginx is None:
+        raise SystemExit("bench/full.py needs wrk and nginx (apt-get install -y wrk nginx)")
+    try:
+        with tp.sigterm_as_interrupt():
+            report = run(args, wrk, nginx)
+    except KeyboardInterrupt:
+        print("interrupted; every child process was stopped", file=sys.stderr)
+        return 130
+    out = args.out or tp.RESULTS_DIR / f"full-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(format_report(report))
+    for name, text in report.get("profiles", {}).items():
+        print(f"\npy-spy, {name}: top functions by own time\n{text}")
+    print(f"\nresults written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""RequireMfaEnrollment: users whose role in the tenant requires MFA reach nothing until they
+have enrolled (and signed in with it).
+
+A session is MFA-verified (`SessionRecord.mfa`) after the sign-in's MFA step or after the
+user turned MFA on in it; a user with MFA on only ever gets such sessions, because the
+password alone yields a half-session that `LoadPrincipal` treats as anonymous. So a session
+without `mfa` whose roles meet the tenant's `require_mfa` belongs to a user who must enrol.
+
+The refusal is a `MfaEnrollmentRequired` (403 `mfa-enrollment-required`, pointing to the
+hosted enrolment page; browsers are redirected there): `enrollment_response` builds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import quote
+
+from aiohttp import web
+
+from gateway.pipeline.reasons import Deny, Reason
+from gateway.pipeline.scope import RequestScope
+
+ENROLL_PATH: Final = "/.gateway/mfa/enroll"
+CODE: Final = "mfa-enrollment-required"
+MESSAGE: Final = f"your role requires multi-factor authentication: enrol at {ENROLL_PATH}"
+
+
+@dataclass(frozen=True, slots=True)
+class MfaEnrollmentRequired(Deny):
+    """403: the principal must enrol in MFA first (`target` is where to come back to)."""
+
+    reason: Reason = Reason.POLICY_DENY
+    message: str = MESSAGE
+    headers: tuple[tuple[str, str], ...] = (("Link", f'<{ENROLL_PATH}>; rel="mfa-enroll"'),)
+    target: str = "/"
+
+
+class RequireMfaEnrollment:
+    """Refuses sessions that are not MFA-verified when the tenant requires MFA for one of
+    the principal's roles. API keys (service accounts) are not affected. Runs right after
+    `LoadPrincipal`, before anything else uses the principal."""
+
+    name = "RequireMfaEnrollment"
+
+    async def __call__(self, scope: RequestScope) -> Deny | None:
+        principal = scope.principal
+        if principal is None or principal.kind != "user" or principal.session is None:
+            return None
+        required = set(principal.roles) & set(principal.tenant.require_mfa)
+        # SECURITY: a password-only session of a role that must use MFA reaches nothing.
+        if required and not principal.session.mfa:
+            return MfaEnrollmentRequired(target=scope.target)
+        return None
+
+
+def wants_html(request: web.BaseRequest) -> bool:
+    accept = request.headers.get("Accept", "")
+    return "text/html" in accept and request.method in ("GET", "HEAD")
+
+
+def enrollment_response(request: web.BaseRequest, deny: MfaEnrollmentRequired) -> web.Response:
+    """Browsers: 302 to the enrolment page (`rd` = the request's own path); others: 403 JSON
+    `{"error": {"code": "mfa-enrollment-required", "message", "enroll"}}`."""
+    if wants_html(request):
+        location = f"{ENROLL_PATH}?rd={quote(deny.target, safe='')}"
+        return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+    body = {"error": {"code": CODE, "message": deny.message, "enroll": ENROLL_PATH}}
+    response = web.json_response(body, status=403)
+    response.headers["Cache-Control"] = "no-store"
+    for name, value in deny.headers:
+        response.headers[name] = value
+    return response
