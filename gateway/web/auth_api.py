@@ -12,7 +12,7 @@ from gateway.identity.models import AuthResult
 from gateway.identity.principal import Principal
 from gateway.pipeline.responses import json_error
 from gateway.sessions.cookies import clear_session_cookie, read_session_token, set_session_cookie
-from gateway.sessions.models import SessionRecord
+from gateway.sessions.models import AuthMethod, SessionRecord
 from gateway.sessions.service import SIGNOUT
 from gateway.storage.ports import StoreUnavailable
 from gateway.web.account_services import ENROLL_PAGE, signin_gate
@@ -55,6 +55,7 @@ async def start_session(
     response: web.StreamResponse,
     *,
     mfa_pending: bool = False,
+    auth_method: AuthMethod = "password",
 ) -> SessionRecord:
     """Revokes any session the browser presented, issues a new one and sets its cookie
     (a half-session, that only the MFA step accepts, with `mfa_pending`)."""
@@ -68,7 +69,7 @@ async def start_session(
     token, record = await services.sessions.create(
         result.user.id,
         result.tenant.id,
-        auth_method="password",
+        auth_method=auth_method,
         ip=scope.client_ip,
         user_agent=request.headers.get("User-Agent", "")[:256] or None,
         mfa_pending=mfa_pending,

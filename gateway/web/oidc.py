@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway import keys
-from gateway.audit.events import Actor
 from gateway.config import GatewayConfig
 from gateway.identity.jwks_cache import OutboundHttp
 from gateway.identity.jwt_issuers import JwtIssuers
@@ -26,9 +25,9 @@ from gateway.identity.oidc import OidcError, OidcProvider, new_pkce
 from gateway.identity.oidc_flow import FlowSealer, FlowState, LoginRefused, OidcAccounts
 from gateway.keyring import derive_key
 from gateway.pipeline.responses import json_error
-from gateway.sessions.cookies import read_session_token, set_session_cookie
 from gateway.storage.ports import StoreUnavailable
 from gateway.storage.state import ensure_master_key
+from gateway.web.auth_api import start_session
 from gateway.web.common import AUTH_SERVICES, request_context
 from gateway.web.redirects import safe_redirect_target
 
@@ -171,22 +170,7 @@ async def start_oidc_session(
     request: web.Request, result: AuthResult, response: web.StreamResponse
 ) -> None:
     """Retires any presented session, issues a new `oidc` one and sets its cookie."""
-    services = request.app[AUTH_SERVICES]
-    scope = services.scope(request)
-    old = read_session_token(request, services.cookie)
-    if old is not None:
-        # SECURITY: session fixation: a presented cookie is never adopted, and is retired.
-        await services.sessions.revoke_token(
-            old, Actor("user", result.user.id), request_context(scope)
-        )
-    token, _ = await services.sessions.create(
-        result.user.id,
-        result.tenant.id,
-        auth_method="oidc",
-        ip=scope.client_ip,
-        user_agent=request.headers.get("User-Agent", "")[:256] or None,
-    )
-    set_session_cookie(response, token, services.cookie)
+    await start_session(request.app[AUTH_SERVICES], request, result, response, auth_method="oidc")
 
 
 def setup_oidc(app: web.Application) -> None:
