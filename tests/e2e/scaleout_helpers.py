@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -113,6 +114,31 @@ async def replicas(
                 raise result
             envs[name] = result
         yield envs
+
+
+async def kill(env: AuthEnv) -> int:
+    """SIGKILLs a single-process replica (no shutdown of any kind) and reaps it.
+
+    Returns the exit code (`-SIGKILL`). The replica's context manager then finds it gone.
+    """
+    proc = env.gw.proc
+    proc.send_signal(signal.SIGKILL)
+    return await proc.wait()
+
+
+async def in_flight(
+    env: AuthEnv, http: aiohttp.ClientSession, path: str, session: str
+) -> tuple[int | None, bytes | None, BaseException | None]:
+    """A GET that may be cut off: (status if headers arrived, body if read whole, error)."""
+    status: int | None = None
+    try:
+        async with http.get(
+            f"{env.url}{path}", headers=env.cookie(session), allow_redirects=False
+        ) as resp:
+            status = resp.status
+            return status, await resp.read(), None
+    except aiohttp.ClientError as exc:
+        return status, None, exc
 
 
 async def poll(
