@@ -31,6 +31,7 @@ from gateway.config.routes import (
     UpstreamTls,
 )
 from gateway.config.sections import (
+    AuditConfig,
     CookieConfig,
     HostPort,
     JwtIssuerConfig,
@@ -108,6 +109,7 @@ class GatewayConfig(ConfigModel):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     mail: MailConfig = Field(default_factory=MailConfig)
     oidc: OidcConfig = Field(default_factory=OidcConfig)
     jwt_issuers: tuple[JwtIssuerConfig, ...] = ()

@@ -325,3 +325,13 @@ class MailConfig(ConfigModel):
         if "@" not in value or any(c in value for c in '\r\n,;<>"') or value.strip() != value:
             raise ValueError("one plain address such as gateway@example.com")
         return value
+
+
+class AuditConfig(ConfigModel):
+    """Where audit events are also written as JSON lines for log shippers (None: nowhere).
+
+    `-` or `stdout` writes to standard output; a path appends to that file, resuming after a
+    restart without skipping or repeating events.
+    """
+
+    sink: str | None = Field(default=None, min_length=1, max_length=4096)

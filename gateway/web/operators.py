@@ -22,11 +22,9 @@ from gateway.web.console import setup_console
 
 
 def sink_target(app: web.Application) -> str | None:
-    """Where to copy the audit stream as JSON lines (`-`/`stdout` or a file path): the
-    configuration's `audit.sink` once the schema has it (None: no sink)."""
-    section = getattr(app[keys.CONFIG], "audit", None)
-    configured = getattr(section, "sink", None)
-    return str(configured) if configured else None
+    """Where to copy the audit stream as JSON lines: `audit.sink` (`-`/`stdout` or a file
+    path; None: no sink)."""
+    return app[keys.CONFIG].audit.sink
 
 
 async def audit_feed_ctx(app: web.Application) -> AsyncIterator[None]:
