@@ -32,6 +32,7 @@ READYZ = "/.gateway/readyz"
 SIGNOUT = "/.gateway/auth/signout"
 READY_TIMEOUT = 60.0  # seconds for a replica to start (generous: CI machines can be busy)
 POLL_STEP = 0.005  # seconds between two looks at an observable effect
+SHARED_STATE = "shared-state"  # under the root of `replicas`: the key files they share
 
 
 def nested_prefix(run_prefix: str) -> str:
@@ -95,7 +96,7 @@ async def replicas(
     The first one starts alone (it creates the shared key files and, with `auto_migrate`,
     the schema); the others then start concurrently, as replicas of a rollout do.
     """
-    state_dir = root / "shared-state"
+    state_dir = root / SHARED_STATE
     async with run_echo_upstream() as upstream, contextlib.AsyncExitStack() as stack:
 
         async def start(name: str) -> AuthEnv:

@@ -8,9 +8,12 @@ another replica refuses the cookie), role changes, tenant policy rules and tenan
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -28,7 +31,17 @@ from tests.e2e.auth_helpers import (
     unique,
     upstream_headers,
 )
-from tests.e2e.scaleout_helpers import get, nested_prefix, poll, replicas, signout
+from tests.e2e.scaleout_helpers import (
+    SHARED_STATE,
+    get,
+    in_flight,
+    kill,
+    nested_prefix,
+    poll,
+    replica,
+    replicas,
+    signout,
+)
 from tests.e2e.test_authorization import cli_member, invite_member
 
 # The first test also pays for starting the replicas (module fixture).
@@ -60,6 +73,8 @@ class Cluster:
     w: AuthEnv  # --workers 2
     admin: Account  # admin of a tenant, signed up on a
     operator: str  # session of an operator (signed in on a)
+    root: Path  # the replicas' working directories and their shared state dir
+    stores: dict[str, Any]  # the store settings every replica runs with
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -70,20 +85,18 @@ async def cluster(
     redis_prefix: str,
 ) -> AsyncIterator[Cluster]:
     root = tmp_path_factory.mktemp("scaleout")
-    async with replicas(
-        root,
-        ["a", "b", "w"],
-        args={"w": ["--workers", "2"]},
-        database_url=postgres_url,
-        redis_url=redis_url,
-        redis_prefix=nested_prefix(redis_prefix),
-        auto_migrate=True,
-    ) as envs:
+    stores: dict[str, Any] = {
+        "database_url": postgres_url,
+        "redis_url": redis_url,
+        "redis_prefix": nested_prefix(redis_prefix),
+        "auto_migrate": True,
+    }
+    async with replicas(root, ["a", "b", "w"], args={"w": ["--workers", "2"]}, **stores) as envs:
         async with http_client() as http:
             admin = await signup(envs["a"], http, tenant=unique("so"))
         ops = envs["a"]
         _, operator = await cli_member(ops, admin.tenant_slug, "viewer", operator=True)
-        yield Cluster(envs["a"], envs["b"], envs["w"], admin, operator)
+        yield Cluster(envs["a"], envs["b"], envs["w"], admin, operator, root, stores)
     for name, figures in MEASURED.items():
         shown = ", ".join(f"{f * 1000:.1f}" for f in figures)
         print(f"\n[scaleout] {name} (ms): {shown}")
@@ -344,3 +357,206 @@ async def test_a_tenant_settings_patch_on_a_shows_on_b(
     )
     assert status == 200, body
     await poll(features_on_b, lambda f: f == "", timeout=3 * PROPAGATION_BOUND)
+
+
+# --------------------------------------------------------------------------------------------
+# Administrative revocation (per user, per tenant)
+# --------------------------------------------------------------------------------------------
+
+
+async def session_id(env: AuthEnv, http: aiohttp.ClientSession, token: str) -> str:
+    status, info, _ = await get(env, http, "/.gateway/auth/session", token)
+    assert status == 200, info
+    return str(info["session"]["id"])
+
+
+async def statuses(env: AuthEnv, http: aiohttp.ClientSession, tokens: list[str]) -> list[int]:
+    return [await refused(env, http, token) for token in tokens]
+
+
+@pytest.mark.parametrize("by", ["tenant-admin", "operator"])
+async def test_revoking_a_user_on_a_refuses_their_sessions_on_b_within_a_second(
+    cluster: Cluster, http: aiohttp.ClientSession, by: str
+) -> None:
+    # A tenant admin revokes one session at a time in their tenant; an operator without
+    # `?tenant=` revokes the user in every tenant at once (a different bus notice).
+    caller = cluster.admin.session if by == "tenant-admin" else cluster.operator
+    figures = MEASURED.setdefault(f"user revoke ({by}) sent on a -> both refused on b", [])
+    since_200 = MEASURED.setdefault(f"user revoke ({by}) 200 on a -> both refused on b", [])
+    bystander = await invite_member(cluster.a, http, cluster.admin, "viewer")
+    for _ in range(3):
+        user = await invite_member(cluster.a, http, cluster.admin, "viewer")
+        on_a = user.session  # signed up (and used) on a
+        on_b = await new_session(cluster.b, http, user)
+        tokens = [on_a, on_b]
+        expected = {
+            await session_id(cluster.a, http, on_a),
+            await session_id(cluster.b, http, on_b),
+        }
+        # Both sessions and the bystander are cached on b (local cache and the Redis copy).
+        for token in (*tokens, *tokens, bystander.session):
+            await proxied(cluster.b, http, token)
+        await proxied(cluster.a, http, on_a)
+
+        path = f"/.gateway/admin/v1/users/{user.user_id}/sessions/revoke"
+        started = time.perf_counter()
+        status, body, _ = await get(cluster.a, http, path, caller, method="POST")
+        acknowledged = time.perf_counter()
+        assert status == 200, body
+        assert set(body["revoked"]) == expected, body
+        await poll(
+            lambda t=tokens: statuses(cluster.b, http, t),
+            lambda s: s == [401, 401],
+            timeout=3 * REVOCATION_BOUND,
+        )
+        done = time.perf_counter()
+        figures.append(done - started)
+        since_200.append(done - acknowledged)
+        for env in (cluster.a, cluster.b, cluster.w):
+            for token in tokens:
+                status, body, _ = await get(env, http, "/x", token)
+                assert status == 401, (env.url, body)
+                assert_error(body, "unauthenticated")
+        # Only that user: another member of the tenant keeps their session everywhere.
+        for env in (cluster.a, cluster.b):
+            await proxied(env, http, bystander.session)
+        # Revocation is not a ban: the user signs in again (on b) and is served on a.
+        again = await new_session(cluster.b, http, user)
+        await proxied(cluster.a, http, again)
+    assert max(figures) < REVOCATION_BOUND, figures
+
+
+@pytest.mark.parametrize("by", ["tenant-admin", "operator"])
+async def test_revoking_a_tenant_on_a_refuses_all_its_sessions_on_b_and_no_other(
+    cluster: Cluster, http: aiohttp.ClientSession, by: str
+) -> None:
+    owner = await signup(cluster.a, http, tenant=unique("rt"))
+    editor = await invite_member(cluster.a, http, owner, "editor")
+    viewer = await invite_member(cluster.a, http, owner, "viewer")
+    doomed = [
+        owner.session,
+        editor.session,
+        viewer.session,
+        await new_session(cluster.b, http, owner),
+        await new_session(cluster.b, http, editor),
+    ]
+    # Other tenants: the cluster's admin tenant (a session from a and one from b) and a
+    # second, unrelated tenant.
+    neighbour = await signup(cluster.b, http, tenant=unique("nb"))
+    spared = [
+        cluster.admin.session,
+        await new_session(cluster.b, http, cluster.admin),
+        neighbour.session,
+        await new_session(cluster.a, http, neighbour),
+    ]
+    for token in (*doomed, *spared):  # all cached on b
+        await proxied(cluster.b, http, token)
+        await proxied(cluster.b, http, token)
+    expected = {await session_id(cluster.a, http, token) for token in doomed}
+
+    caller = owner.session if by == "tenant-admin" else cluster.operator
+    path = f"/.gateway/admin/v1/tenants/{owner.tenant_slug}/sessions/revoke"
+    started = time.perf_counter()
+    status, body, _ = await get(cluster.a, http, path, caller, method="POST")
+    acknowledged = time.perf_counter()
+    assert status == 200, body
+    assert set(body["revoked"]) == expected, body  # the tenant admin's own session too
+    await poll(
+        lambda: statuses(cluster.b, http, doomed),
+        lambda s: s == [401] * len(doomed),
+        timeout=3 * REVOCATION_BOUND,
+    )
+    done = time.perf_counter()
+    MEASURED.setdefault(f"tenant revoke ({by}) sent on a -> all refused on b", []).append(
+        done - started
+    )
+    MEASURED.setdefault(f"tenant revoke ({by}) 200 on a -> all refused on b", []).append(
+        done - acknowledged
+    )
+    assert done - started < REVOCATION_BOUND
+    for env in (cluster.a, cluster.b, cluster.w):
+        assert await statuses(env, http, doomed) == [401] * len(doomed), env.url
+        for token in spared:
+            await proxied(env, http, token)
+    # The tenant itself is not disabled: its members sign in again.
+    again = await new_session(cluster.b, http, editor)
+    body, _ = await proxied(cluster.a, http, again)
+    assert upstream_headers(body)["x-tenant-id"] == owner.tenant_id
+
+
+# --------------------------------------------------------------------------------------------
+# A replica killed mid-flight
+# --------------------------------------------------------------------------------------------
+
+IN_FLIGHT_SECONDS = 2.0  # the upstream holds the in-flight request this long
+
+
+async def test_a_killed_replica_loses_nothing_it_acknowledged(
+    cluster: Cluster, http: aiohttp.ClientSession
+) -> None:
+    # A dedicated replica `k` (same stores, keys and upstream): the shared ones stay up.
+    upstream = cluster.a.upstream
+    async with replica(
+        cluster.root / "k", upstream, cluster.root / SHARED_STATE, **cluster.stores
+    ) as k:
+        # A request held by the upstream while k is killed.
+        probe = unique("probe")
+        slow = f"/slow/{IN_FLIGHT_SECONDS}?probe={probe}"
+
+        def arrived() -> bool:
+            return any(r["query_string"] == f"probe={probe}" for r in upstream.requests)
+
+        async with fresh_connections() as cut:
+            pending = asyncio.create_task(in_flight(k, cut, slow, cluster.admin.session))
+            await poll(lambda: asyncio.sleep(0, arrived()), bool, timeout=5.0)
+
+            # Two acknowledged changes on k: a sign-up (201) and a tenant rule (200)...
+            account = await signup(k, http, tenant=unique("kill"))
+            deny = {"sub": "admin", "obj": "/reports/*", "act": "DELETE", "eft": "deny"}
+            policy = f"/.gateway/admin/v1/tenants/{account.tenant_slug}/policy"
+            status, body, _ = await get(
+                k, http, policy, account.session, method="PUT", body={"rules": [deny]}
+            )
+            assert status == 200, body
+            # ...then k dies at once: no shutdown, no flushing of anything.
+            assert not pending.done()  # still held by the upstream
+            started = time.perf_counter()
+            code = await kill(k)
+            assert code == -signal.SIGKILL, code
+            seen, raw, error = await asyncio.wait_for(pending, IN_FLIGHT_SECONDS + 5)
+        MEASURED.setdefault("SIGKILL of k -> in-flight request errored", []).append(
+            time.perf_counter() - started
+        )
+        # A connection error, never a (partial) response.
+        assert seen is None and raw is None, (seen, raw)
+        assert isinstance(error, aiohttp.ClientConnectionError), repr(error)
+
+    # The same request on b succeeds.
+    status, body, _ = await get(cluster.b, http, slow, cluster.admin.session)
+    assert status == 200 and body == {"slept": IN_FLIGHT_SECONDS}, body
+
+    # The account exists: its session from k works on b, and it signs in on b.
+    body, _ = await proxied(cluster.b, http, account.session)
+    assert upstream_headers(body)["x-user-id"] == account.user_id
+    token = await new_session(cluster.b, http, account)
+    # The rule is stored and applies on b (the admin may otherwise do anything).
+    status, body, _ = await get(cluster.b, http, policy, token)
+    assert status == 200, body
+    assert [{key: r[key] for key in deny} for r in body["rules"]] == [deny], body
+    status, body, _ = await get(cluster.b, http, "/reports/1", token, method="DELETE")
+    assert status == 403, body
+    status, body, _ = await get(cluster.b, http, "/reports/1", token)
+    assert status == 200, body
+
+    # Both changes were audited, and b serves those events to the tenant admin.
+    status, body, _ = await get(cluster.b, http, "/.gateway/admin/v1/audit", token)
+    assert status == 200, body
+    events = {e["action"]: e for e in body["events"]}
+    assert {"auth.signup", "policy.update"} <= set(events), [e["action"] for e in body["events"]]
+    signed_up, updated = events["auth.signup"], events["policy.update"]
+    assert signed_up["tenant_id"] == account.tenant_id and signed_up["outcome"] == "success"
+    assert signed_up["target"] == account.user_id, signed_up
+    assert updated["tenant_id"] == account.tenant_id and updated["outcome"] == "success"
+    assert updated["target"] == f"tenant:{account.tenant_id}/policy", updated
+    assert updated["actor"] == {"type": "user", "id": account.user_id}, updated
+    assert updated["details"]["count"] == 1, updated
