@@ -150,7 +150,9 @@ async def revoke_user_sessions(
         return json_error(404, NOT_FOUND, "user not found")
     ids = []
     for record in await services.sessions.list_sessions(scope.id, user_id):
-        if await services.sessions.revoke(record.id, actor, ctx, tenant_id=scope.id, reason="admin"):
+        if await services.sessions.revoke(
+            record.id, actor, ctx, tenant_id=scope.id, reason="admin"
+        ):
             ids.append(record.id)
     return web.json_response({"revoked": ids})
 
