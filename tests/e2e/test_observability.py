@@ -3,6 +3,7 @@ listener only, `traceparent` to the upstream, OTLP export when configured."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -106,8 +107,16 @@ async def test_access_lines_carry_the_contract_fields(env: AuthEnv, canaries: li
     async with http_client() as http:
         _, body, _ = await echo(env, http, "/public/rid", headers={"X-Request-Id": "obs-rid-1"})
     assert upstream_headers(body)["x-request-id"] == "obs-rid-1"
-    access = [e for e in log_entries(env) if e.get("logger") == "gateway.access"]
-    line = next(e for e in access if e.get("request_id") == "obs-rid-1")
+    # The access line is written after the response went out: wait for it, bounded.
+    deadline = asyncio.get_running_loop().time() + 10.0
+    while True:
+        access = [e for e in log_entries(env) if e.get("logger") == "gateway.access"]
+        found = [e for e in access if e.get("request_id") == "obs-rid-1"]
+        if found:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "no access line for the request"
+        await asyncio.sleep(0.05)
+    line = found[0]
     assert line["route"] == "app" and line["status"] == 200 and line["action"] == "http.request"
     assert isinstance(line["duration_ms"], float) and line["msg"] == "GET /public/rid 200"
     authed = [e for e in access if e.get("user_id") and e.get("tenant_id")]
