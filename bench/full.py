@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import os
 import shutil
 import sys
@@ -271,15 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     wrk, nginx = shutil.which("wrk"), tp.find_nginx()
     if wrk is None or nginx is None:
         raise SystemExit("bench/full.py needs wrk and nginx (apt-get install -y wrk nginx)")
-    try:
-        with tp.sigterm_as_interrupt():
-            report = run(args, wrk, nginx)
-    except KeyboardInterrupt:
-        print("interrupted; every child process was stopped", file=sys.stderr)
-        return 130
-    out = args.out or tp.RESULTS_DIR / f"full-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    code, report, out = tp.run_and_save(lambda a: run(a, wrk, nginx), args, "full")
+    if report is None:
+        return code
     print(format_report(report))
     for name, text in report.get("profiles", {}).items():
         print(f"\npy-spy, {name}: top functions by own time\n{text}")

@@ -30,12 +30,10 @@ import contextlib
 import dataclasses
 import datetime as dt
 import importlib.util
-import json
 import os
 import platform
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -378,21 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--duration must be in (0, 600] and --connections in [1, 10000]")
     if not 0 <= args.warmup <= 60 or not 1 <= args.rounds <= 20:
         parser.error("--warmup must be in [0, 60] and --rounds in [1, 20]")
-    try:
-        with tp.sigterm_as_interrupt():
-            report = run(args)
-    except KeyboardInterrupt:
-        print("interrupted; every child process was stopped", file=sys.stderr)
-        return 130
-    except (RuntimeError, TimeoutError, ValueError, OSError, subprocess.SubprocessError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    out = args.out
-    if out is None:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = tp.RESULTS_DIR / f"ratelimit-{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    code, report, out = tp.run_and_save(run, args, "ratelimit")
+    if report is None:
+        return code
     print()
     print(format_table(report["results"]))
     print()

@@ -29,13 +29,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import importlib.util
-import json
 import math
 import os
 import platform
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -565,21 +563,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--signin-clients must be in [1, 256] and --connections in [1, 10000]")
     if not 0.001 <= args.probe_interval <= 1 or not 0 <= args.burners <= 16:
         parser.error("--probe-interval must be in [0.001, 1] and --burners in [0, 16]")
-    try:
-        with tp.sigterm_as_interrupt():
-            report = run(args)
-    except KeyboardInterrupt:
-        print("interrupted; every child process was stopped", file=sys.stderr)
-        return 130
-    except (RuntimeError, TimeoutError, ValueError, OSError, subprocess.SubprocessError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    out = args.out
-    if out is None:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = tp.RESULTS_DIR / f"signin-{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    code, report, out = tp.run_and_save(run, args, "signin")
+    if report is None:
+        return code
     print()
     print(format_table(report["table"]))
     print()

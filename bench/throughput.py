@@ -655,6 +655,32 @@ def _version(cmd: list[str]) -> str | None:
     return None
 
 
+def run_and_save(
+    run: Callable[[argparse.Namespace], dict[str, Any]], args: argparse.Namespace, name: str
+) -> tuple[int, dict[str, Any] | None, Path | None]:
+    """Runs one benchmark, stopping every child on Ctrl+C/SIGTERM or an error, and writes
+    its JSON report (to `args.out`, else `bench/results/<name>-<time>.json`).
+
+    Returns (exit code, report, path); the report and path are None when the run failed.
+    """
+    try:
+        with sigterm_as_interrupt():
+            report = run(args)
+    except KeyboardInterrupt:
+        print("interrupted; every child process was stopped", file=sys.stderr)
+        return 130, None, None
+    except (RuntimeError, TimeoutError, ValueError, OSError, subprocess.SubprocessError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1, None, None
+    out = args.out
+    if out is None:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = RESULTS_DIR / f"{name}-{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0, report, out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Throughput: bare upstream vs nginx vs the gateway (public route), one run."
@@ -680,21 +706,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--duration must be in (0, 600] and --connections in [1, 10000]")
     if not 0 <= args.warmup <= 60 or not 1 <= args.rounds <= 20:
         parser.error("--warmup must be in [0, 60] and --rounds in [1, 20]")
-    try:
-        with sigterm_as_interrupt():
-            report = run(args)
-    except KeyboardInterrupt:
-        print("interrupted; every child process was stopped", file=sys.stderr)
-        return 130
-    except (RuntimeError, TimeoutError, ValueError, OSError, subprocess.SubprocessError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    out = args.out
-    if out is None:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = RESULTS_DIR / f"throughput-{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    code, report, out = run_and_save(run, args, "throughput")
+    if report is None:
+        return code
     print()
     print(format_table(report["results"], report["skipped"]))
     print()
