@@ -31,7 +31,6 @@ import dataclasses
 import datetime as dt
 import importlib.util
 import os
-import platform
 import secrets
 import shutil
 import sys
@@ -322,16 +321,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     by_name = {row["target"]: row for row in summary}
     return {
         "started_at": started.isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "gateway_commit": tp._git("rev-parse", "--short", "HEAD"),
-            "gateway_uncommitted_files": len(
-                (tp._git("status", "--porcelain", "gateway") or "").splitlines()
-            ),
-            "loadavg_before": [round(x, 2) for x in load_before],
-        },
+        "machine": tp.machine_info(load_before),
         "settings": {
             "loadgen": "wrk" if wrk else "python",
             "wrk": tp._version([wrk, "-v"]) if wrk else None,

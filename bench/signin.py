@@ -31,7 +31,6 @@ import datetime as dt
 import importlib.util
 import math
 import os
-import platform
 import secrets
 import shutil
 import sys
@@ -485,16 +484,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tool = "wrk" if wrk else "python"
     return {
         "started_at": started.isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "gateway_commit": tp._git("rev-parse", "--short", "HEAD"),
-            "gateway_uncommitted_files": len(
-                (tp._git("status", "--porcelain", "gateway") or "").splitlines()
-            ),
-            "loadavg_before": [round(x, 2) for x in load_before],
-        },
+        "machine": tp.machine_info(load_before),
         "settings": {
             "loadgen": tool,
             "wrk": tp._version([wrk, "-v"]) if wrk else None,

@@ -602,16 +602,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     by_name = {row["target"]: row for row in rows}
     return {
         "started_at": started.isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "gateway_commit": _git("rev-parse", "--short", "HEAD"),
-            "gateway_uncommitted_files": len(
-                (_git("status", "--porcelain", "gateway") or "").splitlines()
-            ),
-            "loadavg_before": [round(x, 2) for x in load_before],
-        },
+        "machine": machine_info(load_before),
         "settings": {
             "loadgen": "wrk" if wrk else "python",
             "wrk": _version([wrk, "-v"]) if wrk else None,
@@ -653,6 +644,21 @@ def _version(cmd: list[str]) -> str | None:
         text = (done.stdout + done.stderr).strip().splitlines()
         return text[0] if text else None
     return None
+
+
+def machine_info(load_before: Sequence[float]) -> dict[str, Any]:
+    """What a report records about where it ran: CPUs, platform, Python, the gateway's commit
+    (and how many of its files were uncommitted), and the load average before the run."""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "gateway_commit": _git("rev-parse", "--short", "HEAD"),
+        "gateway_uncommitted_files": len(
+            (_git("status", "--porcelain", "gateway") or "").splitlines()
+        ),
+        "loadavg_before": [round(x, 2) for x in load_before],
+    }
 
 
 def run_and_save(
