@@ -39,6 +39,7 @@ from gateway.config.sections import (
     LoggingConfig,
     MailConfig,
     MetricsConfig,
+    MfaConfig,
     OidcConfig,
     OidcJitConfig,
     OidcProviderConfig,
@@ -59,6 +60,7 @@ __all__ = [
     "LoggingConfig",
     "MailConfig",
     "MetricsConfig",
+    "MfaConfig",
     "OidcConfig",
     "OidcJitConfig",
     "OidcProviderConfig",
@@ -111,6 +113,7 @@ class GatewayConfig(ConfigModel):
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     mail: MailConfig = Field(default_factory=MailConfig)
+    mfa: MfaConfig = Field(default_factory=MfaConfig)
     oidc: OidcConfig = Field(default_factory=OidcConfig)
     jwt_issuers: tuple[JwtIssuerConfig, ...] = ()
     tls: TlsConfig = Field(default_factory=TlsConfig)

@@ -327,6 +327,15 @@ class MailConfig(ConfigModel):
         return value
 
 
+class MfaConfig(ConfigModel):
+    """TOTP MFA. `step_up_seconds`: how recent a code must be (proven on the session at
+    sign-in or with `POST /.gateway/auth/mfa`) for a cookie session of a user with MFA on to
+    change anything through the admin API; 0 turns step-up off. At most one day."""
+
+    # SECURITY: strict: `true` or `"15m"` must not silently become 1 second or an error later.
+    step_up_seconds: int = Field(default=900, ge=0, le=86_400, strict=True)
+
+
 class AuditConfig(ConfigModel):
     """Where audit events are also written as JSON lines for log shippers (None: nowhere).
 

@@ -198,11 +198,19 @@ class MfaService:
             await self._failed("mfa.enable", user_id, ctx)
             raise MfaCodeInvalid()
 
-    async def verify(self, user_id: str, code: str, ctx: RequestContext) -> MfaMethod:
-        """Accepts a TOTP code or a recovery code once; `MfaCodeInvalid` otherwise."""
-        method = await self._use(user_id, code, "auth.mfa", ctx)
+    async def verify(
+        self, user_id: str, code: str, ctx: RequestContext, *, step_up: bool = False
+    ) -> MfaMethod:
+        """Accepts a TOTP code or a recovery code once; `MfaCodeInvalid` otherwise.
+
+        `step_up`: the code re-verifies a full session (for admin actions) rather than
+        completing a sign-in; the audit event (`auth.mfa`) says so (`purpose: step-up`).
+        Replay protection is the same either way.
+        """
+        extra = {"purpose": "step-up"} if step_up else {}
+        method = await self._use(user_id, code, "auth.mfa", ctx, extra)
         if method is None:
-            await self._failed("auth.mfa", user_id, ctx)
+            await self._failed("auth.mfa", user_id, ctx, extra)
             raise MfaCodeInvalid()
         return method
 
@@ -214,7 +222,12 @@ class MfaService:
         await self._store.delete_mfa(user_id, self._event("mfa.disable", user_id, ctx))
 
     async def _use(
-        self, user_id: str, code: str, action: str, ctx: RequestContext
+        self,
+        user_id: str,
+        code: str,
+        action: str,
+        ctx: RequestContext,
+        extra: dict[str, str] | None = None,
     ) -> MfaMethod | None:
         record = await self._store.get_mfa(user_id)
         if record is None or not record.enabled or len(code) > 64:
@@ -222,11 +235,11 @@ class MfaService:
         code = code.strip()
         if _TOTP_RE.fullmatch(code):
             step = self._step(record, code)
-            event = self._event(action, user_id, ctx, {"method": "totp"})
+            event = self._event(action, user_id, ctx, {"method": "totp", **(extra or {})})
             if step is not None and await self._store.use_totp_step(user_id, step, event):
                 return "totp"
             return None
-        event = self._event(action, user_id, ctx, {"method": "recovery"})
+        event = self._event(action, user_id, ctx, {"method": "recovery", **(extra or {})})
         hashed = recovery_hash(user_id, code)
         if await self._store.use_recovery_code(user_id, hashed, self._clock(), event):
             return "recovery"
@@ -238,8 +251,15 @@ class MfaService:
             return None
         return matching_step(secret, code.strip(), self._clock(), record.last_step)
 
-    async def _failed(self, action: str, user_id: str, ctx: RequestContext) -> None:
-        await self._store.append_audit(self._event(action, user_id, ctx, outcome="failure"))
+    async def _failed(
+        self,
+        action: str,
+        user_id: str,
+        ctx: RequestContext,
+        details: dict[str, str] | None = None,
+    ) -> None:
+        event = self._event(action, user_id, ctx, details, outcome="failure")
+        await self._store.append_audit(event)
 
     def _event(
         self,

@@ -28,7 +28,9 @@ class SessionRecord:
 
     `id` is the public id (APIs, audit, the assertion's `sid`); `token_hash` is the SHA-256
     of the cookie value and never leaves the server (it is kept out of `repr`).
-    `mfa_pending` marks a half-session that only the MFA step accepts.
+    `mfa_pending` marks a half-session that only the MFA step accepts. `mfa_at` is when a
+    code (TOTP or recovery) was last proven on this session (None: never); step-up for admin
+    actions judges its age.
     """
 
     id: str
@@ -46,6 +48,7 @@ class SessionRecord:
     user_agent: str | None = None
     revoked_at: float | None = None
     rotate_pending: bool = False
+    mfa_at: float | None = None
 
     @property
     def idle_expires_at(self) -> float:
@@ -57,6 +60,11 @@ class SessionRecord:
         if self.revoked_at is not None:
             return False
         return now < self.expires_at and now < self.last_seen_at + self.idle_timeout
+
+    def mfa_recent(self, now: float, max_age: float) -> bool:
+        """True when a code was proven on this session less than `max_age` seconds before
+        `now`. A time slightly ahead of `now` (another replica's clock) counts as recent."""
+        return self.mfa_at is not None and now - self.mfa_at < max_age
 
     def public_view(self) -> dict[str, Any]:
         """The contract's `session` object of `GET /.gateway/auth/session`."""

@@ -15,6 +15,7 @@ from gateway.audit.events import Actor
 from gateway.identity.errors import IdentityError
 from gateway.identity.principal import Principal
 from gateway.sessions.cookies import set_session_cookie
+from gateway.sessions.models import SessionRecord
 from gateway.web.account_pages import (
     enroll_page,
     enroll_start_page,
@@ -51,35 +52,54 @@ async def _signed_in(request: web.Request) -> Principal | None:
     return found if isinstance(found, Principal) and found.session is not None else None
 
 
+async def _mfa_session(request: web.Request) -> tuple[SessionRecord, bool] | None:
+    """The session the MFA page works on and whether it is a step-up: the half-session of a
+    sign-in, else the full session of a user with MFA on (re-verification before admin
+    actions); None when there is neither."""
+    services, account = services_of(request)
+    record = await half_session(request, services)
+    if record is not None:
+        return record, False
+    principal = await _signed_in(request)
+    if principal is None or principal.session is None:
+        return None
+    return (principal.session, True) if await account.mfa.is_enabled(principal.id) else None
+
+
 async def mfa_form(request: web.Request) -> web.StreamResponse:
     rd = safe_redirect_target(request.query.get("rd"))
-    services, _ = services_of(request)
-    return mfa_page(rd) if await half_session(request, services) else to_login(rd)
+    found = await _mfa_session(request)
+    return mfa_page(rd, step_up=found[1]) if found else to_login(rd)
 
 
 async def mfa_submit(request: web.Request) -> web.StreamResponse:
-    """The second sign-in step: 303 to `rd` with the upgraded session."""
+    """The second sign-in step, or a step-up: 303 to `rd` with the rotated, MFA-verified
+    session."""
     services, account = services_of(request)
     form = await _form(request)
     if isinstance(form, web.Response):
         return form
     rd = safe_redirect_target(form.get("rd"))
-    record = await half_session(request, services)
+    found = await _mfa_session(request)
+    record, step_up = found if found else (None, False)
     user = await services.identity.user_by_id(record.user_id) if record else None
     if record is None or user is None:
         return to_login(rd)
+    # SECURITY: a full session's form post passes the full CSRF rule, not only the login one.
+    if step_up and not csrf_ok(request, record, services.sessions, services.public_origin):
+        return message_page(*REFUSED)
     scope = services.scope(request)
     if not (await services.limiter.check("mfa", scope.client_ip, user.email)).allowed:
-        return mfa_page(rd, TOO_MANY, 429)
+        return mfa_page(rd, TOO_MANY, 429, step_up=step_up)
     ctx = request_context(scope)
     try:
-        await account.mfa.verify(user.id, form.get("code", ""), ctx)
+        await account.mfa.verify(user.id, form.get("code", ""), ctx, step_up=step_up)
     except IdentityError as exc:
         await services.limiter.record_failure(user.email)
-        return mfa_page(rd, exc.message, exc.status)
+        return mfa_page(rd, exc.message, exc.status, step_up=step_up)
     await services.limiter.record_success(user.email)
     rotated = await services.sessions.rotate(
-        record, Actor("user", user.id), ctx, reason="mfa", mfa=True
+        record, Actor("user", user.id), ctx, reason="mfa-step-up" if step_up else "mfa", mfa=True
     )
     if rotated is None:
         return to_login(rd)

@@ -29,10 +29,14 @@ def _code_field(label: str) -> str:
     )
 
 
-def mfa_page(rd: str, error: str | None = None, status: int = 200) -> web.Response:
-    """The sign-in's second step: a TOTP or recovery code."""
+def mfa_page(
+    rd: str, error: str | None = None, status: int = 200, *, step_up: bool = False
+) -> web.Response:
+    """The sign-in's second step, or a step-up before an admin action: a TOTP or recovery
+    code."""
+    why = "<p>Enter a code again to confirm it is you before this change.</p>" if step_up else ""
     body = (
-        f"{_error(error)}"
+        f"{_error(error)}{why}"
         '<form method="post" action="/.gateway/mfa">'
         f"{_hidden('rd', rd)}{_code_field('Code from your authenticator app, or a recovery code')}"
         '<button type="submit">Continue</button></form>'

@@ -4,13 +4,20 @@ API keys and member roles.
 Callers authenticate like any request (session cookie or API key; cookie mutations need the
 CSRF proof). A tenant `admin` manages their own tenant; an `operator` manages every tenant.
 Another tenant's object answers 404, exactly like a missing one.
+
+MFA (`admin_mfa_gate`): a cookie session whose role the tenant lists in `require_mfa` and that
+is not MFA-verified gets 403 `mfa-enrollment-required` on every admin request (as on proxied
+requests); a cookie session of a user with MFA on changes nothing (any method but GET, HEAD,
+OPTIONS) unless a code was proven on it within `mfa.step_up_seconds` (401
+`mfa-step-up-required`: `POST /.gateway/auth/mfa {code}`, then retry). API keys and external
+JWTs have no MFA and are subject to neither.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final, Literal
 
 from aiohttp import web
 
@@ -22,8 +29,14 @@ from gateway.identity.models import ApiKey, ServiceAccount, Tenant
 from gateway.identity.principal import Principal
 from gateway.pipeline.paths import PathRejected, normalize_path
 from gateway.pipeline.responses import json_error
+from gateway.pipeline.stages.mfa import (
+    MfaEnrollmentRequired,
+    enrollment_required,
+    enrollment_response,
+)
 from gateway.sessions.cookies import set_session_cookie
 from gateway.storage.ports import StoreUnavailable
+from gateway.web.account_services import ACCOUNT_SERVICES
 from gateway.web.common import (
     AUTH_SERVICES,
     AuthServices,
@@ -33,10 +46,16 @@ from gateway.web.common import (
     request_context,
     required_string,
 )
-from gateway.web.csrf import csrf_ok
+from gateway.web.csrf import SAFE_METHODS, csrf_ok
 
 PREFIX = "/.gateway/admin/v1"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+STEP_UP_CODE: Final = "mfa-step-up-required"
+STEP_UP_PATH: Final = "/.gateway/auth/mfa"
+STEP_UP_MESSAGE: Final = (
+    f"this admin action needs a recent MFA code: POST {STEP_UP_PATH} {{code}}, then retry"
+)
+MfaGate = Literal["enroll", "step-up"]
 
 
 class Refused(Exception):
@@ -54,8 +73,47 @@ def actor_of(principal: Principal) -> Actor:
     return Actor("operator" if principal.is_operator else "user", principal.id)
 
 
+def step_up_response() -> web.Response:
+    """401 `{"error": {"code": "mfa-step-up-required", "message", "step_up"}}`: prove a code
+    with `POST /.gateway/auth/mfa`, then retry."""
+    body = {"error": {"code": STEP_UP_CODE, "message": STEP_UP_MESSAGE, "step_up": STEP_UP_PATH}}
+    response = web.json_response(body, status=401)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Link"] = f'<{STEP_UP_PATH}>; rel="mfa-step-up"'
+    return response
+
+
+def enrollment_refusal(request: web.Request) -> web.Response:
+    """403 `mfa-enrollment-required` (browsers' GETs: 302 to the enrolment page)."""
+    return enrollment_response(request, MfaEnrollmentRequired(target=request.path_qs))
+
+
+async def admin_mfa_gate(
+    request: web.Request, services: AuthServices, principal: Principal
+) -> MfaGate | None:
+    """What MFA still stands between the caller and this admin request, in the caller's own
+    tenant: `enroll` (a `require_mfa` role without an MFA session), `step-up` (a mutation by
+    a user with MFA on whose session proved no code within `mfa.step_up_seconds`), or None."""
+    # SECURITY: a tenant's `require_mfa` binds its admin API as it binds its app.
+    if enrollment_required(principal):
+        return "enroll"
+    session = principal.session
+    if principal.kind != "user" or session is None or request.method in SAFE_METHODS:
+        # API keys and external JWTs have no MFA to step up; reading is not an action.
+        return None
+    window = request.app[keys.CONFIG].mfa.step_up_seconds
+    if window == 0 or services.sessions.mfa_recent(session, window):
+        return None
+    # SECURITY: step-up: a stolen or old session cookie alone cannot perform admin actions
+    # of a user with MFA on; a code proven on this very session within the window is needed.
+    if await request.app[ACCOUNT_SERVICES].mfa.is_enabled(principal.id):
+        return "step-up"
+    return None
+
+
 async def admin_principal(services: AuthServices, request: web.Request) -> Principal:
-    """The authenticated caller of an admin request (CSRF-checked for cookies), or Refused."""
+    """The authenticated caller of an admin request (CSRF-checked for cookies, past the MFA
+    gate), or Refused."""
     found = await services.authenticator.authenticate(request, None)
     if not isinstance(found, Principal):
         raise Refused(json_error(401, "unauthenticated", "authentication required"))
@@ -65,6 +123,11 @@ async def admin_principal(services: AuthServices, request: web.Request) -> Princ
         request, session, services.sessions, services.public_origin
     ):
         raise Refused(json_error(403, "csrf", "cross-site request refused"))
+    gate = await admin_mfa_gate(request, services, found)
+    if gate == "enroll":
+        raise Refused(enrollment_refusal(request))
+    if gate == "step-up":
+        raise Refused(step_up_response())
     return found
 
 
@@ -100,6 +163,10 @@ async def managed_tenant(
     if tenant is None or not roles:
         # SECURITY: another tenant is indistinguishable from a missing one.
         raise Refused(json_error(404, "not-found", "tenant not found"))
+    # SECURITY: acting on another tenant, that tenant's `require_mfa` applies to the roles
+    # the caller holds there.
+    if enrollment_required(principal, tenant, roles):
+        raise Refused(enrollment_refusal(request))
     try:
         path = normalize_path(request.raw_path.partition("?")[0])
     except PathRejected:

@@ -18,8 +18,17 @@ from gateway.identity.models import Tenant
 from gateway.identity.principal import Principal
 from gateway.pipeline.paths import PathRejected, normalize_path
 from gateway.pipeline.responses import json_error
+from gateway.pipeline.stages.mfa import enrollment_required
 from gateway.sessions.models import SessionRecord
-from gateway.web.admin import PREFIX, Refused, actor_of, find_tenant, guarded, roles_in
+from gateway.web.admin import (
+    PREFIX,
+    Refused,
+    actor_of,
+    enrollment_refusal,
+    find_tenant,
+    guarded,
+    roles_in,
+)
 from gateway.web.common import AuthServices
 
 NOT_FOUND = "not-found"
@@ -54,6 +63,9 @@ async def authorized_tenant(
     if tenant is None or not roles:
         # SECURITY: a tenant the caller has no role in is indistinguishable from a missing one.
         raise Refused(json_error(404, NOT_FOUND, "tenant not found"))
+    # SECURITY: the tenant acted on may require MFA for the roles the caller holds there.
+    if enrollment_required(principal, tenant, roles):
+        raise Refused(enrollment_refusal(request))
     await decide(request, principal, roles, tenant.id, path)
     return tenant
 

@@ -4,8 +4,10 @@ revoke buttons, and a live tail of its audit events.
 It works without JavaScript (each revoke button is a form that posts and redirects back);
 the script only adds the live tail (EventSource on the admin API's stream) and revokes
 without a reload. Access is the admin API's: the same policy decision, the same scope rules
-(a tenant admin sees their tenant, an operator every tenant or `?tenant=`). Every value is
-HTML-escaped and the page is served with a strict Content-Security-Policy.
+(a tenant admin sees their tenant, an operator every tenant or `?tenant=`), the same MFA gate
+(a revocation needing step-up sends the browser to the hosted `/.gateway/mfa` page, which
+comes back here). Every value is HTML-escaped and the page is served with a strict
+Content-Security-Policy.
 """
 
 from __future__ import annotations
@@ -20,8 +22,17 @@ from gateway.audit.store import AuditQuery, StoredEvent
 from gateway.identity.models import Tenant
 from gateway.identity.principal import Principal
 from gateway.pipeline.responses import json_error
+from gateway.pipeline.stages.mfa import enrollment_required
 from gateway.storage.ports import StoreUnavailable
-from gateway.web.admin import PREFIX, Refused, actor_of
+from gateway.web.account_services import ENROLL_PAGE, MFA_PAGE
+from gateway.web.admin import (
+    PREFIX,
+    Refused,
+    actor_of,
+    admin_mfa_gate,
+    enrollment_refusal,
+    step_up_response,
+)
 from gateway.web.admin_audit import AUDIT_FEED
 from gateway.web.admin_sessions import admin_scope, session_view
 from gateway.web.common import AUTH_SERVICES, AuthServices, request_context
@@ -70,6 +81,10 @@ CONSOLE_JS = """(function () {
       fetch(form.action, {method: "POST", credentials: "same-origin",
         headers: {"Accept": "application/json"}, body: new URLSearchParams(new FormData(form))})
         .then(function (r) {
+          if (r.status === 401) {  // step-up (or signed out): prove a code, then come back
+            window.location.href = form.dataset.stepUp;
+            return;
+          }
           if (!r.ok) { button.disabled = false; return; }
           form.closest("tr").classList.add("revoked");
           button.textContent = "Revoked";
@@ -98,12 +113,24 @@ def event_item(event: StoredEvent) -> str:
     )
 
 
+def console_url(tenant_ref: str | None) -> str:
+    """The console page of a scope (None: the caller's default one)."""
+    return f"{CONSOLE}?{urlencode({'tenant': tenant_ref})}" if tenant_ref else CONSOLE
+
+
+def step_up_url(tenant_ref: str | None) -> str:
+    """The hosted MFA page, coming back to the console afterwards."""
+    return f"{MFA_PAGE}?{urlencode({'rd': console_url(tenant_ref)})}"
+
+
 def revoke_form(session_id: str, csrf: str, tenant: Tenant | None) -> str:
     """A POST form (with the session's CSRF token) that revokes one session."""
     query = f"?{urlencode({'tenant': tenant.id})}" if tenant else ""
     action = f"{CONSOLE}/sessions/{quote(session_id, safe='')}/revoke{query}"
+    step_up = step_up_url(tenant.id if tenant else None)
     return (
-        f'<form class="revoke" method="post" action="{escape(action)}">'
+        f'<form class="revoke" method="post" action="{escape(action)}"'
+        f' data-step-up="{escape(step_up)}">'
         f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
         f'<button type="submit" data-session="{escape(session_id)}">Revoke</button></form>'
     )
@@ -166,14 +193,35 @@ def render(principal: Principal, tenant: Tenant | None, rows: str, tail: str) ->
 
 
 async def console_principal(request: web.Request, services: AuthServices) -> Principal:
-    """The signed-in user of a console request (a cookie session), else Refused."""
+    """The signed-in user of a console request (a cookie session), else Refused.
+
+    A role the tenant requires MFA for, without an MFA session, is sent to enrol. Step-up is
+    the caller's to check (after its CSRF check): `console_step_up`."""
     found = await services.authenticator.authenticate(request, None)
     if not isinstance(found, Principal):
         rd = quote(request.path_qs, safe="/?=&")
         raise Refused(see_other(f"/.gateway/login?rd={rd}"))
     if found.session is None:
         raise Refused(message_page("Not allowed", "the console needs a browser session", 403))
+    # SECURITY: the console is the admin API in a page: the same `require_mfa` rule.
+    if enrollment_required(found):
+        raise Refused(see_other(f"{ENROLL_PAGE}?{urlencode({'rd': request.path_qs})}"))
     return found
+
+
+async def console_step_up(
+    request: web.Request, services: AuthServices, principal: Principal, wants_json: bool
+) -> None:
+    """Refused when this console action needs a fresher MFA code: the script gets the admin
+    API's 401 JSON, a plain form post a redirect to the hosted MFA page (back here after)."""
+    # SECURITY: the console's revoke is an admin action: the same MFA gate as the admin API.
+    gate = await admin_mfa_gate(request, services, principal)
+    if gate == "enroll":
+        raise Refused(enrollment_refusal(request))
+    if gate == "step-up":
+        if wants_json:
+            raise Refused(step_up_response())
+        raise Refused(see_other(step_up_url(request.query.get("tenant"))))
 
 
 def as_page(response: web.Response) -> web.Response:
@@ -211,6 +259,7 @@ async def console_revoke(request: web.Request) -> web.StreamResponse:
         # SECURITY: the form must carry this session's CSRF token (a cross-site form cannot).
         if not services.sessions.check_csrf(principal.session, form.get("csrf")):
             return message_page("Refused", "cross-site request refused", 403)
+        await console_step_up(request, services, principal, wants_json)
         session_id = request.match_info["id"]
         tenant = await admin_scope(request, services, principal, f"{PREFIX}/sessions/x")
         done = await services.sessions.revoke(

@@ -1,7 +1,10 @@
-"""The JSON MFA API: enrol, confirm, the sign-in step, disable, status.
+"""The JSON MFA API: enrol, confirm, the sign-in step (and step-up), disable, status.
 
 `POST /.gateway/auth/mfa` is the only endpoint a half-session reaches; every other one needs
-a full session and passes the CSRF rule. Successful steps rotate the session token.
+a full session and passes the CSRF rule. The same endpoint on a full session (CSRF-checked)
+re-verifies it: step-up, which admin actions of users with MFA on need within
+`mfa.step_up_seconds`. Successful steps rotate the session token and record when the code
+was proven (`SessionRecord.mfa_at`).
 """
 
 from __future__ import annotations
@@ -78,11 +81,19 @@ async def confirm(request: web.Request) -> web.StreamResponse:
 
 
 async def step(request: web.Request) -> web.StreamResponse:
-    """`POST /.gateway/auth/mfa {code}`: upgrades the half-session (new token)."""
+    """`POST /.gateway/auth/mfa {code}`: upgrades the half-session, or re-verifies a full
+    session (step-up); either way the session gets a new token and a fresh `mfa_at`."""
     services, account = services_of(request)
     record = await half_session(request, services)
+    step_up = record is None
     if record is None:
-        return json_error(401, "unauthenticated", "sign in with your password first")
+        principal = await current_principal(request, services)
+        if isinstance(principal, web.Response):
+            return principal
+        # SECURITY: step-up needs a code like sign-in does (same replay protection, same
+        # budgets); the session alone proves nothing new.
+        record = principal.session
+        assert record is not None
     scope = services.scope(request)
     user = await services.identity.user_by_id(record.user_id)
     if user is None:
@@ -94,21 +105,24 @@ async def step(request: web.Request) -> web.StreamResponse:
     ctx = request_context(scope)
     try:
         code = required_string(await read_json_object(request), "code")
-        method = await account.mfa.verify(user.id, code, ctx)
+        method = await account.mfa.verify(user.id, code, ctx, step_up=step_up)
     except (IdentityError, BadBody) as exc:
         if isinstance(exc, IdentityError):
             await services.limiter.record_failure(user.email)
         return with_headers(error_response(exc), check.headers)
     await services.limiter.record_success(user.email)
-    return with_headers(await _upgrade(services, record, user, method, ctx), check.headers)
+    reason = f"mfa-step-up-{method}" if step_up else f"mfa-{method}"
+    return with_headers(await _upgrade(services, record, user, reason, ctx), check.headers)
 
 
 async def _upgrade(
-    services: AuthServices, record: SessionRecord, user: User, method: str, ctx: RequestContext
+    services: AuthServices, record: SessionRecord, user: User, reason: str, ctx: RequestContext
 ) -> web.Response:
-    """Rotates the half-session into a full, MFA-verified one and answers like sign-in."""
+    """Rotates the session into a full, MFA-verified one (verified now) and answers like
+    sign-in. A half-session starts its full lifetime; a full one keeps its deadline."""
+    # SECURITY: a new token whenever the session gains assurance, as at any privilege change.
     rotated = await services.sessions.rotate(
-        record, Actor("user", user.id), ctx, reason=f"mfa-{method}", mfa=True
+        record, Actor("user", user.id), ctx, reason=reason, mfa=True
     )
     found = await services.authenticator.from_session(rotated[1], None) if rotated else None
     if rotated is None or not isinstance(found, Principal):

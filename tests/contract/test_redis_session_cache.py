@@ -22,7 +22,7 @@ from gateway.sessions import tokens
 from gateway.sessions.models import SessionRecord
 from gateway.storage.ports import SessionStore
 from gateway.storage.redis.client import RedisHandle, open_redis
-from gateway.storage.redis.sessions import RedisSessionCache, encode
+from gateway.storage.redis.sessions import RedisSessionCache, decode, encode
 from gateway.storage.sqlite.database import SqliteDatabase
 from gateway.storage.sqlite.sessions import SqliteSessionStore
 
@@ -167,6 +167,23 @@ async def test_rotate_revokes_the_old_copy_and_serves_the_new_session(env: Env) 
     assert got_old is not None
     assert got_old.revoked_at == NOW + 10
     assert await env.b.get_by_token_hash(new.token_hash) == new
+
+
+async def test_mfa_at_survives_the_cached_copy(env: Env) -> None:
+    verified, never = make(mfa=True, mfa_at=NOW - 7.5), make()
+    for r in (verified, never):
+        await env.a.create(r)
+    await warm(env, verified, never)  # the second replica reads Redis's copies
+    reads = env.db.reads
+    got = await env.b.get_by_token_hash(verified.token_hash)
+    assert got is not None and got.mfa_at == NOW - 7.5
+    got = await env.b.get_by_token_hash(never.token_hash)
+    assert got is not None and got.mfa_at is None
+    assert env.db.reads == reads
+    # A copy written before the field existed reads as "never verified", not as a miss.
+    legacy = encode(never).replace(',"mfa_at":null', "")
+    assert '"mfa_at"' not in legacy
+    assert decode(legacy) == never
 
 
 async def test_mark_for_rotation_is_seen_through_the_copies(env: Env) -> None:

@@ -237,6 +237,24 @@ async def test_rotate_revokes_old_and_inserts_new_with_one_event(backend: Backen
     assert (audit["action"], audit["details"]["session_ids"]) == ("session.rotate", [old.id])
 
 
+async def test_mfa_at_round_trips_through_create_rotate_and_list(backend: Backend) -> None:
+    store = backend.store
+    never, verified = make(), make(mfa=True, mfa_at=NOW - 12.25)
+    for r in (never, verified):
+        await store.create(r)
+    assert (await store.get(never.id)) == never
+    assert never.mfa_at is None
+    assert await store.get(verified.id) == verified
+    assert await store.get_by_token_hash(verified.token_hash) == verified
+    # A step-up rotation carries the new time; a privilege-change one keeps the old.
+    stepped = make(created_at=NOW + 3, last_seen_at=NOW + 3, mfa=True, mfa_at=NOW + 3)
+    assert await store.rotate(verified.id, stepped, event("session.rotate")) is True
+    got = await store.get_by_token_hash(stepped.token_hash)
+    assert got is not None and got.mfa_at == NOW + 3
+    listed = {r.id: r.mfa_at for r in await store.list("t_a", None, now=NOW + 4)}
+    assert listed == {never.id: None, stepped.id: NOW + 3}
+
+
 async def test_rotate_of_an_inactive_session_changes_nothing(backend: Backend) -> None:
     old = make()
     await backend.store.create(old)

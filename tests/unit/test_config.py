@@ -243,6 +243,36 @@ def test_example_file_lists_every_key() -> None:
         assert f"\n{name}:" in text
 
 
+def test_mfa_step_up_defaults_to_15_minutes_and_0_turns_it_off(tmp_path: Path) -> None:
+    assert load_config(env={}).mfa.step_up_seconds == 900
+    assert load_config(env={"GATEWAY_MFA__STEP_UP_SECONDS": "0"}).mfa.step_up_seconds == 0
+    path = write(tmp_path, "mfa: {step_up_seconds: 60}\n")
+    assert load_config(path, env={}).mfa.step_up_seconds == 60
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("-1", "≥ 0"),
+        ("86401", "≤ 86400"),
+        ("true", "an integer"),
+        ("'15m'", "an integer"),
+        ("1.5", "an integer"),
+        ("null", "an integer"),
+    ],
+)
+def test_bad_mfa_step_up_seconds_is_one_clear_problem(
+    tmp_path: Path, value: str, expected: str
+) -> None:
+    problems = problems_of(write(tmp_path, f"mfa: {{step_up_seconds: {value}}}\n"))
+    assert [p.key for p in problems] == ["mfa.step_up_seconds"]
+    assert expected in problems[0].expected
+    assert len(str(problems[0]).splitlines()) == 1
+    problems = problems_of(write(tmp_path, "mfa: {step_up: 60}\n"))
+    assert [p.key for p in problems] == ["mfa.step_up"]
+    assert "step_up_seconds" in problems[0].expected
+
+
 @pytest.mark.parametrize(
     ("rate", "per_second"), [("10/s", 10.0), ("120/m", 2.0), ("1800/h", 0.5), ("0.5/s", 0.5)]
 )

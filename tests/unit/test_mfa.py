@@ -126,6 +126,30 @@ async def test_a_totp_code_is_accepted_once(world: World) -> None:
     assert outcomes == ["success", "failure", "failure", "success"]
 
 
+async def test_a_step_up_is_audited_as_such_with_the_same_replay_protection(
+    world: World,
+) -> None:
+    secret, codes = await enabled(world)
+    code = world.code(secret)
+    assert await world.mfa.verify(world.user.id, code, CTX) == "totp"  # the sign-in
+    with pytest.raises(MfaCodeInvalid):
+        await world.mfa.verify(world.user.id, code, CTX, step_up=True)  # the same step again
+    assert await world.mfa.verify(world.user.id, codes[0], CTX, step_up=True) == "recovery"
+    with pytest.raises(MfaCodeInvalid):
+        await world.mfa.verify(world.user.id, codes[0], CTX, step_up=True)
+    world.clock.now += 30
+    assert await world.mfa.verify(world.user.id, world.code(secret), CTX, step_up=True) == "totp"
+    seen = [(e["outcome"], e["details"]) for e in await world.audit("auth.mfa")]
+    step_up = {"purpose": "step-up"}
+    assert seen == [
+        ("success", {"method": "totp"}),
+        ("failure", step_up),
+        ("success", {"method": "recovery", **step_up}),
+        ("failure", step_up),
+        ("success", {"method": "totp", **step_up}),
+    ]
+
+
 async def test_an_older_step_is_refused_after_a_newer_one(world: World) -> None:
     secret, _ = await enabled(world)
     ahead = world.code(secret, offset=30)  # the next step's code (clock skew window)

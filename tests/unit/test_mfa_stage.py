@@ -16,6 +16,7 @@ from gateway.pipeline.stages.mfa import (
     ENROLL_PATH,
     MfaEnrollmentRequired,
     RequireMfaEnrollment,
+    enrollment_required,
     enrollment_response,
 )
 from gateway.sessions.models import SessionRecord
@@ -53,6 +54,20 @@ async def test_required_roles_need_an_mfa_session(who: Principal | None, refused
     assert (deny is not None) == refused
     if deny is not None:
         assert isinstance(deny, MfaEnrollmentRequired) and deny.target == "/app?x=1"
+
+
+def test_the_admin_api_judges_the_tenant_it_acts_on() -> None:
+    relaxed = Tenant("t_2", "other", 0.0)
+    # The principal's own tenant and roles by default (as the proxy stage does).
+    assert enrollment_required(principal(("admin",)))
+    assert not enrollment_required(principal(("admin",), tenant=relaxed))
+    # Acting on another tenant: that tenant's rule, for the roles held there.
+    assert enrollment_required(principal(("viewer",), tenant=relaxed), TENANT, ("admin",))
+    assert not enrollment_required(principal(("admin",)), relaxed, ("admin",))
+    assert not enrollment_required(principal(("admin",)), TENANT, ("operator",))
+    assert not enrollment_required(principal(("admin",), mfa=True), TENANT, ("admin",))
+    machine = principal(("admin",), kind="service_account", session=None)
+    assert not enrollment_required(machine, TENANT, ("admin",))
 
 
 async def test_api_clients_get_403_with_a_pointer() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -339,6 +340,39 @@ async def test_a_role_change_rotation_keeps_the_absolute_deadline(
     rotated = await service.rotate(old, USER, CTX, reason="role_change")
     assert rotated is not None
     assert rotated[1].expires_at == old.expires_at
+
+
+async def test_a_proven_code_stamps_mfa_at_and_other_rotations_keep_it(
+    service: SessionService, clock: Clock
+) -> None:
+    _, signed_in = await sign_in(service)
+    assert signed_in.mfa_at is None
+    assert not service.mfa_recent(signed_in, 900)
+    clock.now += 10
+    stepped = await service.rotate(signed_in, USER, CTX, reason="mfa-step-up-totp", mfa=True)
+    assert stepped is not None
+    verified = stepped[1]
+    assert (verified.mfa, verified.mfa_at) == (True, clock.now)
+    # Step-up on a full session keeps its absolute deadline (only a half-session's starts).
+    assert verified.expires_at == signed_in.expires_at
+    clock.now += 100
+    role_change = await service.rotate(verified, USER, CTX, reason="privilege-change")
+    assert role_change is not None
+    assert role_change[1].mfa_at == verified.mfa_at  # a rotation alone proves nothing new
+
+
+@pytest.mark.parametrize(
+    ("age", "window", "recent"),
+    [(0, 900, True), (899.9, 900, True), (900, 900, False), (5000, 900, False), (-3, 900, True)],
+)
+async def test_mfa_recency_follows_the_injected_clock(
+    service: SessionService, clock: Clock, age: float, window: int, recent: bool
+) -> None:
+    _, record = await sign_in(service)
+    verified = dataclasses.replace(record, mfa=True, mfa_at=clock.now)
+    clock.now += age  # negative: another replica's clock ran ahead when it stamped mfa_at
+    assert service.mfa_recent(verified, window) is recent
+    assert verified.mfa_recent(clock.now, window) is recent
 
 
 # --- the in-process bus ------------------------------------------------------------------

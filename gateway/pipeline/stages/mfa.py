@@ -18,6 +18,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from gateway.identity.models import Tenant
+from gateway.identity.principal import Principal
 from gateway.pipeline.reasons import Deny, Reason
 from gateway.pipeline.scope import RequestScope
 
@@ -36,6 +38,25 @@ class MfaEnrollmentRequired(Deny):
     target: str = "/"
 
 
+def enrollment_required(
+    principal: Principal | None,
+    tenant: Tenant | None = None,
+    roles: tuple[str, ...] | None = None,
+) -> bool:
+    """True for a user's cookie session that is not MFA-verified although one of its roles
+    is in the tenant's `require_mfa`. API keys and external JWTs are never concerned.
+
+    By default the principal's own tenant and roles are judged; the admin API passes the
+    tenant it acts on and the caller's roles there (`tenant`, `roles`).
+    """
+    if principal is None or principal.kind != "user" or principal.session is None:
+        return False
+    tenant = principal.tenant if tenant is None else tenant
+    roles = principal.roles if roles is None else roles
+    # SECURITY: a password-only session of a role that must use MFA reaches nothing.
+    return bool(set(roles) & set(tenant.require_mfa)) and not principal.session.mfa
+
+
 class RequireMfaEnrollment:
     """Refuses sessions that are not MFA-verified when the tenant requires MFA for one of
     the principal's roles. API keys (service accounts) are not affected. Runs right after
@@ -44,12 +65,7 @@ class RequireMfaEnrollment:
     name = "RequireMfaEnrollment"
 
     async def __call__(self, scope: RequestScope) -> Deny | None:
-        principal = scope.principal
-        if principal is None or principal.kind != "user" or principal.session is None:
-            return None
-        required = set(principal.roles) & set(principal.tenant.require_mfa)
-        # SECURITY: a password-only session of a role that must use MFA reaches nothing.
-        if required and not principal.session.mfa:
+        if enrollment_required(scope.principal):
             return MfaEnrollmentRequired(target=scope.target)
         return None
 

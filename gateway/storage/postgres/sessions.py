@@ -26,10 +26,10 @@ __all__ = ["PostgresSessionStore"]
 
 COLUMNS = (
     "id, token_hash, user_id, tenant_id, created_at, last_seen_at, expires_at, idle_timeout, "
-    "auth_method, mfa, mfa_pending, ip, user_agent, revoked_at, rotate_pending"
+    "auth_method, mfa, mfa_pending, ip, user_agent, revoked_at, rotate_pending, mfa_at"
 )
 SELECT = f"SELECT {COLUMNS} FROM gateway.sessions"  # noqa: S608 - constant column list
-_MARKS = ", ".join(f"${i}" for i in range(1, 16))
+_MARKS = ", ".join(f"${i}" for i in range(1, 17))
 INSERT = f"INSERT INTO gateway.sessions ({COLUMNS}) VALUES ({_MARKS})"  # noqa: S608
 ACTIVE = "revoked_at IS NULL"
 _MARK = f"UPDATE gateway.sessions SET rotate_pending = true WHERE {ACTIVE}"  # noqa: S608
@@ -63,6 +63,7 @@ def _to_record(row: Record) -> SessionRecord:
         user_agent=row["user_agent"],
         revoked_at=row["revoked_at"],
         rotate_pending=row["rotate_pending"],
+        mfa_at=row["mfa_at"],
     )
 
 
@@ -70,7 +71,7 @@ def _params(r: SessionRecord) -> tuple[Any, ...]:
     return (
         r.id, r.token_hash, r.user_id, r.tenant_id, r.created_at, r.last_seen_at,
         r.expires_at, r.idle_timeout, r.auth_method, r.mfa, r.mfa_pending, r.ip,
-        r.user_agent, r.revoked_at, r.rotate_pending,
+        r.user_agent, r.revoked_at, r.rotate_pending, r.mfa_at,
     )  # fmt: skip
 
 

@@ -24,10 +24,10 @@ from gateway.storage.sqlite.database import SqliteDatabase
 
 COLUMNS = (
     "id, token_hash, user_id, tenant_id, created_at, last_seen_at, expires_at, idle_timeout, "
-    "auth_method, mfa, mfa_pending, ip, user_agent, revoked_at, rotate_pending"
+    "auth_method, mfa, mfa_pending, ip, user_agent, revoked_at, rotate_pending, mfa_at"
 )
 SELECT = f"SELECT {COLUMNS} FROM sessions"  # noqa: S608 - constant column list
-INSERT = f"INSERT INTO sessions ({COLUMNS}) VALUES ({', '.join('?' * 15)})"  # noqa: S608
+INSERT = f"INSERT INTO sessions ({COLUMNS}) VALUES ({', '.join('?' * 16)})"  # noqa: S608
 ACTIVE = "revoked_at IS NULL"
 
 
@@ -59,6 +59,7 @@ def _to_record(row: aiosqlite.Row) -> SessionRecord:
         user_agent=row["user_agent"],
         revoked_at=row["revoked_at"],
         rotate_pending=bool(row["rotate_pending"]),
+        mfa_at=row["mfa_at"],
     )
 
 
@@ -66,7 +67,7 @@ def _params(r: SessionRecord) -> tuple[Any, ...]:
     return (
         r.id, r.token_hash, r.user_id, r.tenant_id, r.created_at, r.last_seen_at,
         r.expires_at, r.idle_timeout, r.auth_method, int(r.mfa), int(r.mfa_pending), r.ip,
-        r.user_agent, r.revoked_at, int(r.rotate_pending),
+        r.user_agent, r.revoked_at, int(r.rotate_pending), r.mfa_at,
     )  # fmt: skip
 
 

@@ -1,0 +1,3 @@
+-- Step-up MFA (issue 13): when a code was last proven on the session (Unix seconds; NULL:
+-- never). Admin actions of users with MFA on need a recent one.
+ALTER TABLE sessions ADD COLUMN mfa_at REAL;
