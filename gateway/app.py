@@ -19,6 +19,7 @@ from yarl import URL
 
 from gateway import keys
 from gateway.config import GatewayConfig, Upstream
+from gateway.front.serve import FastPath
 from gateway.identity.assertion import AssertionSigner, issuer_for
 from gateway.identity.authn import Authenticator
 from gateway.identity.directory import Directory
@@ -65,6 +66,9 @@ from gateway.web.secrets_api import setup_secrets
 
 PROXY_HANDLER = web.AppKey("gateway_proxy_handler", object)
 VERIFY_HANDLER = web.AppKey("gateway_verify_handler", object)
+FAST_PATH = web.AppKey("gateway_fast_path", FastPath)
+HSTS = web.AppKey("gateway_hsts", str)
+"""Set (by `runtime.serve`) on a TLS listener: the Strict-Transport-Security value."""
 
 
 def forward_auth_route(config: GatewayConfig) -> Route:
@@ -193,6 +197,7 @@ def setup_proxy_handlers(
     chain = build_proxy_chain(parts)
     app[keys.CHAIN] = chain
     app[PROXY_HANDLER] = make_proxy_handler(services.scopes, chain, forwarder, forwarder.session)
+    app[FAST_PATH] = FastPath(services.scopes, chain, forwarder, app.get(HSTS))
     app[VERIFY_HANDLER] = make_verify_handler(
         services.scopes,
         build_proxy_chain(parts, forward_auth_route(config)),

@@ -18,11 +18,21 @@ from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from gateway.app import build_app
+from gateway.app import FAST_PATH, HSTS, build_app
 from gateway.config import GatewayConfig
+from gateway.front.protocol import FrontSettings
+from gateway.front.serve import FastPath
+from gateway.front.site import FrontSite
+from gateway.observability import tracing
 from gateway.observability.logs import configure_logging
 from gateway.observability.setup import setup_observability
-from gateway.server import GatewayAppRunner, bind_socket, handler_kwargs, parse_listen
+from gateway.server import (
+    KEEPALIVE_TIMEOUT,
+    GatewayAppRunner,
+    bind_socket,
+    handler_kwargs,
+    parse_listen,
+)
 from gateway.storage.state import open_state_dir
 from gateway.tls import HSTS_HEADER, hsts_value, reloading, server_context
 
@@ -86,6 +96,42 @@ async def start_site(
     return site, f"{shown}:{bound_port}"
 
 
+async def start_front(
+    runner: GatewayAppRunner,
+    app: web.Application,
+    config: GatewayConfig,
+    ssl_context: ssl.SSLContext | None,
+    *,
+    reuse_port: bool,
+) -> str:
+    """Binds the main listener with the fast front (`gateway.front`) before aiohttp's
+    handler, starts serving, and returns the bound HOST:PORT."""
+    host, port = parse_listen(config.listen)
+    sock = bind_socket(host, port, reuse_port=reuse_port)
+    await runner.setup()
+    server = runner.server
+    assert server is not None
+
+    def fast_path() -> FastPath | None:
+        # The aiohttp path carries the OpenTelemetry server instrumentation.
+        return app.get(FAST_PATH) if tracing.STATE.tracer is None else None
+
+    settings = FrontSettings(
+        server,
+        fast_path,
+        max_head_bytes=config.limits.max_header_bytes,
+        max_headers=config.limits.max_headers,
+        header_read_timeout=config.limits.header_read_timeout,
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
+        tls=ssl_context is not None,
+    )
+    runner.fronts.append(settings)
+    await FrontSite(runner, sock, settings, ssl_context=ssl_context).start()
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    return f"{shown}:{bound_port}"
+
+
 async def serve(
     config: GatewayConfig,
     *,
@@ -99,6 +145,8 @@ async def serve(
     setup_observability(app, config)  # a no-op once build_app wires it itself
     if tls is not None:
         app.on_response_prepare.append(hsts_hook(config.tls.hsts_max_age))
+        if config.tls.hsts_max_age > 0:
+            app[HSTS] = hsts_value(config.tls.hsts_max_age)
     runner = GatewayAppRunner(
         app,
         handle_signals=False,
@@ -111,9 +159,7 @@ async def serve(
         ),
     )
     ssl_context = tls[0] if tls is not None else None
-    _, bound = await start_site(
-        runner, config.listen, reuse_port=reuse_port, ssl_context=ssl_context
-    )
+    bound = await start_front(runner, app, config, ssl_context, reuse_port=reuse_port)
     metrics_runner = None
     if config.metrics.listen:
         metrics_runner = web.AppRunner(build_metrics_app(), access_log=None)

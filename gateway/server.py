@@ -12,13 +12,16 @@ import asyncio
 import json
 import logging
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import streams, web, web_protocol, web_server
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.http_parser import RawRequestMessage
 
 from gateway.pipeline.responses import json_error
+
+if TYPE_CHECKING:
+    from gateway.front.protocol import FrontSettings
 
 log = logging.getLogger("gateway.server")
 
@@ -181,7 +184,17 @@ class GatewayServer(web_server.Server):
 
 
 class GatewayAppRunner(web.AppRunner):
-    """An AppRunner whose connections use `GatewayRequestHandler`."""
+    """An AppRunner whose connections use `GatewayRequestHandler`; on shutdown it first
+    drains the fast front's connections (`fronts`), while the app's services still run."""
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.fronts: list[FrontSettings] = []
+
+    async def shutdown(self) -> None:
+        for front in self.fronts:
+            await front.shutdown(self._shutdown_timeout)
+        await super().shutdown()
 
     async def _make_server(self) -> web_server.Server:
         server = await super()._make_server()

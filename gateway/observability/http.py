@@ -66,7 +66,10 @@ def route_label(request: web.Request, scope: RequestScope | None) -> str:
     """The upstream name of a proxied request, else the endpoint's template (bounded)."""
     if scope is not None and scope.route is not None:
         return scope.route.name
-    resource = request.match_info.route.resource
+    match_info = getattr(request, "match_info", None)  # none on the fast path (no router)
+    if match_info is None:
+        return UNMATCHED
+    resource = match_info.route.resource
     template = resource.canonical if resource is not None else UNMATCHED
     return UNMATCHED if template == PROXY_TEMPLATE else template
 

@@ -10,6 +10,7 @@ in every log line.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,7 +22,7 @@ from gateway import keys
 from gateway.config import GatewayConfig
 from gateway.observability import tracing
 from gateway.observability.http import ACCESS, observe_middleware
-from gateway.observability.metrics import BUS_CONNECTED, BUS_EVENTS
+from gateway.observability.metrics import BUS_CONNECTED, BUS_EVENTS, flush_cache_counters
 from gateway.observability.redact import register_secret
 from gateway.storage.ports import BUS_DISCONNECTED, BUS_RESYNC, ChangeBus
 
@@ -65,6 +66,25 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             unsubscribe()
 
 
+CACHE_FLUSH_SECONDS = 1.0
+
+
+async def _flush_ctx(_app: web.Application) -> AsyncIterator[None]:
+    """Adds batched cache hits to their counters every second (see `CacheCounter`)."""
+
+    async def flush_forever() -> None:
+        while True:
+            await asyncio.sleep(CACHE_FLUSH_SECONDS)
+            flush_cache_counters()
+
+    task = asyncio.get_running_loop().create_task(flush_forever())
+    try:
+        yield
+    finally:
+        task.cancel()
+        flush_cache_counters()
+
+
 async def _stop_tracing(_app: web.Application) -> None:
     tracing.disable()
 
@@ -89,3 +109,4 @@ def setup_observability(
         app.middlewares.insert(0, tracing.tracing_middleware)
         app.on_cleanup.append(_stop_tracing)
     app.cleanup_ctx.append(_bus_ctx)
+    app.cleanup_ctx.append(_flush_ctx)

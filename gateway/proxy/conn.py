@@ -32,6 +32,11 @@ class UpstreamProtocolError(ConnectionError):
     """The upstream's response could not be parsed, or its framing was ambiguous."""
 
 
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError("the upstream sent nothing in time"))
+
+
 class UpstreamConnection(asyncio.Protocol):
     """An asyncio protocol holding one upstream socket and the exchange in progress on it."""
 
@@ -210,12 +215,16 @@ class UpstreamConnection(asyncio.Protocol):
 
     async def wait(self, idle_limit: float | None) -> None:
         """Waits for the next event on this connection; TimeoutError after `idle_limit` s."""
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        # A plain timer rather than asyncio.timeout(): this runs twice per proxied request.
+        timer = loop.call_later(idle_limit, _expire, waiter) if idle_limit is not None else None
         try:
-            async with asyncio.timeout(idle_limit):
-                await waiter
+            await waiter
         finally:
             self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
     async def read_head(self, idle_limit: float | None) -> None:
         """Returns once the final response head is parsed; raises the exchange's error."""

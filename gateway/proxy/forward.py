@@ -172,6 +172,20 @@ class Forwarder:
         return encode_head(request.method, target, host, headers, framing), length
 
     async def _forward(self, scope: RequestScope) -> web.StreamResponse:
+        opened = await self.open_exchange(scope)
+        if isinstance(opened, web.StreamResponse):
+            return opened
+        exchange, conn = opened
+        route = scope.route
+        assert route is not None
+        errors = self.metrics.of(route.name)[1]
+        return await relay(scope.request, exchange, conn, scope.response_headers, errors, route)
+
+    async def open_exchange(
+        self, scope: RequestScope
+    ) -> tuple[Exchange, UpstreamConnection] | web.StreamResponse:
+        """Sends the request upstream; the exchange once the response head arrived, or the
+        refusal (502/504/413) when it could not be sent or answered."""
         route = scope.route
         assert route is not None
         request = scope.request
@@ -205,7 +219,7 @@ class Forwarder:
             exchange.abort()
             raise
         latency.observe(time.perf_counter() - started)
-        return await relay(request, exchange, conn, scope.response_headers, errors, route)
+        return exchange, conn
 
     @staticmethod
     def _refuse(request: web.Request, reason: Reason) -> web.StreamResponse:

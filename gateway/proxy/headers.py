@@ -254,6 +254,15 @@ def response_headers(pairs: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
     return out
 
 
+def response_pairs(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """:func:`response_headers` as a list in wire order; one pass when the upstream sent no
+    `Connection` header (the usual case: nothing else can name headers to drop)."""
+    kept = [(name, value) for name, value in pairs if name.lower() not in HOP_BY_HOP]
+    if len(kept) == len(pairs) or not any(name.lower() == "connection" for name, _ in pairs):
+        return kept
+    return list(response_headers(pairs).items())
+
+
 def _getall(headers: Mapping[str, str], name: str) -> list[str]:
     """All values of ``name`` (lower-case), case-insensitively, for multidicts or mappings."""
     if isinstance(headers, MultiMapping):

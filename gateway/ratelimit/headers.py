@@ -15,6 +15,7 @@ On 429 `Retry-After` is at least every violated policy's `t` (and ≥ 1).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ class PolicyResult:
     result: RateResult
 
 
+@functools.lru_cache(maxsize=4096)
 def sf_string(text: str) -> str:
     """`text` as a Structured Field String; characters outside printable ASCII become `?`."""
     chars = []

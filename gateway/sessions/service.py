@@ -49,6 +49,10 @@ MIN_CSRF_KEY_BYTES = 32
 
 SIGNOUT = "signout"
 
+LAST_SEEN_STEP = 1.0
+"""Seconds between updates of a cached session's `last_seen_at` (a new record each time);
+the idle timeout is minutes, so a session may look idle up to this much earlier."""
+
 
 class SessionService:
     """Sessions over a `SessionStore`, with a local cache invalidated through a `ChangeBus`.
@@ -135,9 +139,11 @@ class SessionService:
     ) -> tuple[str, SessionRecord] | None:
         """Replaces `record` by a new session (new token, new public id) and revokes it.
 
-        Used at MFA upgrade and any role change, so a token seen before the privilege change
-        is useless after it. The absolute deadline is kept, except that completing MFA on a
-        half-session starts the full lifetime. None when `record` was no longer active.
+        Used at MFA upgrade, MFA step-up and any role change, so a token seen before the
+        privilege change is useless after it. The absolute deadline is kept, except that
+        completing MFA on a half-session starts the full lifetime. `mfa=True` means a code was
+        proven just now: the new session is MFA-verified as of now (`mfa_at`); otherwise
+        `mfa_at` is carried over. None when `record` was no longer active.
         """
         now = self._clock()
         token = tokens.new_token()
@@ -151,6 +157,9 @@ class SessionService:
             expires_at=now + self._config.lifetime if upgraded else record.expires_at,
             mfa=record.mfa if mfa is None else mfa,
             mfa_pending=record.mfa_pending and not upgraded,
+            # SECURITY: only a code proven now refreshes `mfa_at`; step-up for admin actions
+            # trusts it, so a privilege-change rotation must never make an old session fresh.
+            mfa_at=now if mfa is True else record.mfa_at,
             rotate_pending=False,
             ip=ctx.ip or record.ip,
             user_agent=ctx.user_agent or record.user_agent,
@@ -191,7 +200,7 @@ class SessionService:
         if not entry.record.is_valid(now):
             self.cache.drop(token_hash)
             return None
-        if now > entry.record.last_seen_at:
+        if now - entry.record.last_seen_at >= LAST_SEEN_STEP:
             entry.record = dataclasses.replace(entry.record, last_seen_at=now)
         await self._maybe_touch(entry, now)
         return entry.record
@@ -314,6 +323,11 @@ class SessionService:
         predicate = invalidation(topic, payload)
         if predicate is not None:
             self.cache.drop_where(predicate)
+
+    def mfa_recent(self, record: SessionRecord, max_age: float) -> bool:
+        """Whether a code was proven on `record` less than `max_age` seconds ago (this
+        service's clock)."""
+        return record.mfa_recent(self._clock(), max_age)
 
     def csrf_token(self, record: SessionRecord) -> str:
         """The `X-CSRF-Token` value for this session (changes when the session rotates)."""

@@ -17,6 +17,8 @@ from gateway.proxy.headers import (
     canonical_name,
     is_websocket_upgrade,
     new_request_id,
+    response_headers,
+    response_pairs,
     set_forwarded_headers,
     upgrade_protocol,
     valid_request_id,
@@ -303,3 +305,32 @@ def test_invalid_request_ids(value: str | None) -> None:
 
 def test_new_request_ids_are_unique() -> None:
     assert len({new_request_id() for _ in range(100)}) == 100
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [("Content-Type", "text/plain"), ("Content-Length", "2"), ("X-A", "1")],
+        [("Keep-Alive", "timeout=5"), ("Transfer-Encoding", "chunked"), ("X-A", "1")],
+        [("Connection", "close, X-Secret"), ("X-Secret", "s"), ("X-A", "1"), ("x-secret", "t")],
+        [("Connection", "content-length"), ("Content-Length", "2"), ("Upgrade", "h2c")],
+    ],
+    ids=["plain", "hop-by-hop", "connection-named", "protected"],
+)
+def test_response_pairs_agree_with_response_headers(pairs: list[tuple[str, str]]) -> None:
+    assert response_pairs(pairs) == list(response_headers(pairs).items())
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["Connection", "X-A", "x-b", "Keep-Alive", "Content-Length", "TE", "Upgrade"]
+            ),
+            st.sampled_from(["close", "x-a", "X-B, keep-alive", "1", "te"]),
+        ),
+        max_size=8,
+    )
+)
+def test_response_pairs_match_the_multidict_filter(pairs: list[tuple[str, str]]) -> None:
+    assert response_pairs(pairs) == list(response_headers(pairs).items())
