@@ -33,7 +33,6 @@ except ModuleNotFoundError:  # run as a script
     from bench import throughput as tp
 
 
-
 class NullSink:
     """Swallows the response bytes (the request is answered in memory)."""
 
