@@ -37,6 +37,7 @@ class NullSink:
     """Swallows the response bytes (the request is answered in memory)."""
 
     lost = False
+    started = False
 
     def __init__(self) -> None:
         self.bytes = 0

@@ -60,6 +60,11 @@ READ_BUFFER_LIMIT: Final = 256 * 1024
 """Bytes buffered from a client while its request is answered before reading pauses."""
 
 
+def _bare_lf_end(buffer: bytes) -> bool:
+    """True when a head may already have ended with a bare LF (not framed by CRLF CRLF)."""
+    return b"\n\n" in buffer or b"\n\r\n" in buffer
+
+
 class HeadCollector:
     """httptools callbacks gathering one request head (the parser is reused per connection)."""
 
@@ -156,6 +161,7 @@ class FrontProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._close_after = False
         self.lost = False
+        self.started = False
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -201,6 +207,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         """Writes response bytes (dropped once the client has gone)."""
+        self.started = True
         if not self.lost and self.transport is not None:
             self.transport.write(data)
 
@@ -231,8 +238,8 @@ class FrontProtocol(asyncio.Protocol):
             return
         end = buffer.find(HEAD_END)
         if end < 0:
-            if len(buffer) > self.settings.max_head_bytes or b"\n\n" in buffer:
-                self._hand_off()  # aiohttp answers oversize or LF-only heads its own way
+            if len(buffer) > self.settings.max_head_bytes or _bare_lf_end(buffer):
+                self._hand_off()  # aiohttp answers oversize or bare-LF heads its own way
             elif self._timer is None or self._timer_kind != "head":
                 self._arm(self.settings.header_read_timeout, self._head_timed_out, "head")
             return
@@ -244,6 +251,7 @@ class FrontProtocol(asyncio.Protocol):
             return
         self._disarm()
         self.buffer = buffer[end:]
+        self.started = False
         keep_alive = self.head.keep_alive and request.version == HttpVersion11
         self.task = task = asyncio.get_running_loop().create_task(
             fast.serve(request, self, keep_alive)

@@ -30,6 +30,8 @@ class Sink(Protocol):
 
     lost: bool
     """True once the client has gone."""
+    started: bool
+    """True once any byte of the answer was written."""
 
     def write(self, data: bytes) -> None: ...
 

@@ -54,7 +54,6 @@ class FastPath:
         """Runs the chain and writes the answer; never raises (a failure answers 500)."""
         started = time.perf_counter()
         status = 500
-        written = False
         try:
             # The chain reads only the part of web.Request that FastRequest provides.
             scope = self.factory.create(cast(web.Request, request))
@@ -62,21 +61,22 @@ class FastPath:
             if deny is not None:
                 response = denied(self.factory, scope, deny)
                 status = response.status
-                written = True
                 return self._complete(sink, request, cast(web.Response, response), keep_alive)
             DECISIONS.allowed(scope.public)
             opened = await self.forwarder.open_exchange(scope)
             if isinstance(opened, web.StreamResponse):
                 status = opened.status
-                written = True
                 return self._complete(sink, request, cast(web.Response, opened), keep_alive)
             status = opened[1].status
-            written = True
-            return await self._relay(sink, request, scope, opened, keep_alive)
+            try:
+                return await self._relay(sink, request, scope, opened, keep_alive)
+            except BaseException:
+                opened[0].abort()  # a no-op once the exchange finished
+                raise
         except Exception as exc:
             # SECURITY: the exception type only; messages may quote request data.
             log.error("unhandled error: %s", type(exc).__name__)
-            if not written:
+            if not sink.started:
                 status = 500
                 error = json_error(500, "internal-error", "internal error")
                 write_complete(sink, request.version, error, keep_alive=False, head_only=False)
