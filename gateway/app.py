@@ -227,9 +227,10 @@ def setup_services(app: web.Application, config: GatewayConfig) -> None:
             parts = build_chain_parts(
                 config, services, PolicyAuthorizer(engine), app[keys.ASSERTIONS], limiter
             )
-            parts = dataclasses.replace(
-                parts, webhooks=VerifyWebhook(config.upstreams, app[SECRETS])
-            )
+            if any(u.verify_webhook for u in config.upstreams):  # else no stage at all
+                parts = dataclasses.replace(
+                    parts, webhooks=VerifyWebhook(config.upstreams, app[SECRETS])
+                )
             setup_proxy_handlers(app, config, parts, Forwarder(session))
             try:
                 yield

@@ -13,10 +13,11 @@ never carry raw emails or tokens.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.config.routes import RateKey, RateLimitRule, Upstream
 from gateway.config.sections import RateLimitsConfig
@@ -28,6 +29,7 @@ from gateway.ratelimit.gcra import window_seconds
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
 
 
+@functools.lru_cache(maxsize=16_384)
 def key_value(value: str) -> str:
     """`value` itself when short and plain, else `h.` + 32 hex digits of its SHA-256."""
     if _SAFE_VALUE.fullmatch(value):
@@ -64,11 +66,11 @@ class CompiledRule:
     key: tuple[RateKey, ...]
     per_second: float
     burst: int
+    window: int = field(init=False)
+    """Whole seconds in which an idle bucket refills `burst` requests (≥ 1)."""
 
-    @property
-    def window(self) -> int:
-        """Whole seconds in which an idle bucket refills `burst` requests (≥ 1)."""
-        return window_seconds(self.burst, self.per_second)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "window", window_seconds(self.burst, self.per_second))
 
     def matches(self, method: str, path: str) -> bool:
         """True for a request this rule counts (path normalized, method upper-case)."""
