@@ -16,13 +16,15 @@ from typing import Final, Protocol
 from aiohttp import web
 from aiohttp.http import HttpVersion
 
+from gateway.proxy.exchange import HeaderInjection, join_head
+
 NO_BODY_STATUSES: Final = frozenset({204, 304})
 LAST_CHUNK: Final = b"0\r\n\r\n"
 _REASONS: Final = {status.value: status.phrase for status in HTTPStatus}
 
 
-class ResponseInjection(ValueError):
-    """A response header held CR or LF."""
+ResponseInjection = HeaderInjection
+"""A response header held CR or LF (the same refusal as for upstream request heads)."""
 
 
 class Sink(Protocol):
@@ -79,12 +81,7 @@ def encode_head(
         lines.append("Transfer-Encoding: chunked")
     if not keep_alive:
         lines.append("Connection: close")
-    text = "\r\n".join(lines)
-    breaks = len(lines) - 1
-    # SECURITY: a CR or LF inside a header would split the response (response splitting).
-    if text.count("\n") != breaks or text.count("\r") != breaks:
-        raise ResponseInjection("CR or LF in a response header")
-    return (text + "\r\n\r\n").encode("utf-8", "surrogateescape")
+    return join_head(lines)  # refuses CR/LF inside a line (response splitting)
 
 
 def write_complete(

@@ -40,12 +40,20 @@ def encode_head(
         lines.append("Transfer-Encoding: chunked")
     elif framing == "zero":
         lines.append("Content-Length: 0")
+    return join_head(lines)
+
+
+def join_head(lines: list[str]) -> bytes:
+    """An HTTP head (request or response) from its lines, or HeaderInjection.
+
+    # SECURITY: a CR or LF inside a line would let a value start a new header, request or
+    # response (header injection, smuggling, response splitting); the separators added here
+    # are the only ones.
+    """
     text = "\r\n".join(lines)
     breaks = len(lines) - 1
-    # SECURITY: a CR or LF inside a line would let a value start a new header or request
-    # (header injection, request smuggling); the lines' own separators are the only ones.
     if text.count("\n") != breaks or text.count("\r") != breaks:
-        raise HeaderInjection("CR or LF in the upstream request head")
+        raise HeaderInjection("CR or LF in a header line")
     return (text + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
