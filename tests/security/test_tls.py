@@ -144,6 +144,24 @@ async def test_tls_listener_serves_https_and_sends_hsts(tls_setup: Setup) -> Non
         assert forwarded["x-forwarded-proto"] == "https"
 
 
+async def test_fresh_tls_connections_get_hsts_from_the_fast_path_too(tls_setup: Setup) -> None:
+    """One connection per request: proxied paths are answered by the fast front over TLS, with
+    HSTS and `X-Forwarded-Proto: https` (the gateway's own denial shows which path answered:
+    aiohttp would add its `Server` header)."""
+    for path in ("/public/y", "/private"):
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with (
+            aiohttp.ClientSession(connector=connector) as http,
+            http.get(f"{tls_setup.gw.url}{path}", ssl=tls_setup.trust) as resp,
+        ):
+            if path == "/private":
+                assert "Server" not in resp.headers, "expected the fast front to answer"
+            assert resp.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+    records = [r for r in tls_setup.upstream.requests if r["path"] == "/public/y"]
+    forwarded = {k.lower(): v for k, v in records[-1]["headers"]}
+    assert forwarded["x-forwarded-proto"] == "https"
+
+
 async def test_plain_http_on_the_tls_port_is_not_served(tls_setup: Setup) -> None:
     """A plaintext request to the TLS port must not be answered as HTTP (downgrade)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", tls_setup.gw.port)
