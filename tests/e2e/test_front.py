@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.gateway_proc import GatewayProcess, base_config, run_gateway
-from tests.support.raw_upstream import RawConn, RawUpstream, run_raw_upstream
+from tests.support.raw_upstream import Handler, RawConn, RawUpstream, run_raw_upstream
 
 pytestmark = pytest.mark.e2e
 
@@ -41,9 +42,9 @@ def _config(upstream: RawUpstream, workdir: Path, **limits: float) -> dict[str, 
 
 
 @contextlib.asynccontextmanager
-async def gateway_with(handler=echo_path, **limits: float) -> AsyncIterator[GatewayProcess]:  # type: ignore[no-untyped-def]
-    import tempfile
-
+async def gateway_with(
+    handler: Handler = echo_path, **limits: float
+) -> AsyncIterator[GatewayProcess]:
     with tempfile.TemporaryDirectory() as tmp:
         async with (
             run_raw_upstream(handler) as up,
