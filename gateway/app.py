@@ -197,13 +197,14 @@ def setup_proxy_handlers(
     chain = build_proxy_chain(parts)
     app[keys.CHAIN] = chain
     app[PROXY_HANDLER] = make_proxy_handler(services.scopes, chain, forwarder, forwarder.session)
-    app[FAST_PATH] = FastPath(services.scopes, chain, forwarder, app.get(HSTS))
-    app[VERIFY_HANDLER] = make_verify_handler(
+    verify = make_verify_handler(
         services.scopes,
         build_proxy_chain(parts, forward_auth_route(config)),
         TrustedProxies(config.trusted_proxies),
         parts.header_names,
     )
+    app[VERIFY_HANDLER] = verify
+    app[FAST_PATH] = FastPath(services.scopes, chain, forwarder, app.get(HSTS), verify)
 
 
 def setup_services(app: web.Application, config: GatewayConfig) -> None:

@@ -2,7 +2,8 @@
 
 Every connection starts here. Each request head is framed on `\\r\\n\\r\\n` and parsed by
 httptools (C). A request takes the fast path (`FastPath.serve`: the proxy chain and the
-upstream pool, answered on the socket directly) only when all of these hold:
+upstream pool, answered on the socket directly; or `FastPath.verify` for exactly
+`GET|HEAD /.gateway/verify`, the forward-auth question) only when all of these hold:
 
 * it has no body and asks for no upgrade (no `Content-Length` > 0, no `Transfer-Encoding`,
   no `Expect`, no `Upgrade`), and is HTTP/1.0 or 1.1 in origin form (`/path`);
@@ -56,6 +57,8 @@ SINGLETONS: Final = frozenset(
 SLOW_HEADERS: Final = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
 """Headers that always take the aiohttp path (bodies, 100-continue, protocol switches)."""
 UNUSUAL_PATH: Final = (b"%", b"\\", b"//", b"/.")
+VERIFY_PATH: Final = b"/.gateway/verify"
+"""The one gateway endpoint the fast path answers (forward-auth asks it for every request)."""
 READ_BUFFER_LIMIT: Final = 256 * 1024
 """Bytes buffered from a client while its request is answered before reading pauses."""
 
@@ -162,6 +165,7 @@ class FrontProtocol(asyncio.Protocol):
         self._close_after = False
         self.lost = False
         self.started = False
+        self.verify = False
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -253,13 +257,13 @@ class FrontProtocol(asyncio.Protocol):
         self.buffer = buffer[end:]
         self.started = False
         keep_alive = self.head.keep_alive and request.version == HttpVersion11
-        self.task = task = asyncio.get_running_loop().create_task(
-            fast.serve(request, self, keep_alive)
-        )
+        answer = fast.verify if self.verify else fast.serve
+        self.task = task = asyncio.get_running_loop().create_task(answer(request, self, keep_alive))
         task.add_done_callback(self._served)
 
     def _parse(self, head: bytes) -> FastRequest | None:
-        """The request of one head when it may take the fast path, else None."""
+        """The request of one head when it may take the fast path, else None; `self.verify`
+        tells a forward-auth question (`GET|HEAD /.gateway/verify`) from a proxied request."""
         collector = self.head
         collector.reset()
         try:
@@ -272,7 +276,10 @@ class FrontProtocol(asyncio.Protocol):
         if len(collector.headers) > self.settings.max_headers:
             return None  # aiohttp answers 431
         path = url.partition(b"?")[0]
-        if path.startswith(b"/.gateway") or any(s in path for s in UNUSUAL_PATH):
+        self.verify = path == VERIFY_PATH and collector.method in (b"GET", b"HEAD")
+        if not self.verify and (
+            path.startswith(b"/.gateway") or any(s in path for s in UNUSUAL_PATH)
+        ):
             return None
         seen: set[bytes] = set()
         for name, _ in collector.headers:

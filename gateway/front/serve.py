@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, cast
 
 import aiohttp
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from gateway.proxy.exchange import Exchange
 
 log = logging.getLogger("gateway.server")
+VerifyHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HSTS_LOWER = HSTS_HEADER.lower()
 
 
@@ -44,11 +46,40 @@ class FastPath:
         chain: tuple[Stage, ...],
         forwarder: Forwarder,
         hsts: str | None = None,
+        verify_handler: VerifyHandler | None = None,
     ) -> None:
         self.factory = factory
         self.steps: tuple[Step, ...] = traced_steps(chain)
         self.forwarder = forwarder
         self.hsts = hsts
+        self.verify_handler = verify_handler
+
+    async def verify(self, request: FastRequest, sink: Sink, keep_alive: bool) -> bool:
+        """`GET|HEAD /.gateway/verify` (forward-auth): the same handler as on the aiohttp
+        path, its answer written here; never raises (a failure answers 500)."""
+        started = time.perf_counter()
+        status = 500
+        try:
+            assert self.verify_handler is not None
+            response = await self.verify_handler(cast(web.Request, request))
+            status = response.status
+            return self._complete(sink, request, cast(web.Response, response), keep_alive)
+        except Exception as exc:
+            return self._failed(sink, request, exc)
+        finally:
+            record(cast(web.Request, request), status, time.perf_counter() - started)
+
+    def _failed(self, sink: Sink, request: FastRequest, exc: Exception) -> bool:
+        """After an unexpected error: 500 when nothing was written yet, else the connection
+        is dropped; the connection is never reused."""
+        # SECURITY: the exception type only; messages may quote request data.
+        log.error("unhandled error: %s", type(exc).__name__)
+        if not sink.started:
+            error = json_error(500, "internal-error", "internal error")
+            write_complete(sink, request.version, error, keep_alive=False, head_only=False)
+        else:
+            sink.abort()
+        return False
 
     async def serve(self, request: FastRequest, sink: Sink, keep_alive: bool) -> bool:
         """Runs the chain and writes the answer; never raises (a failure answers 500)."""
@@ -74,15 +105,9 @@ class FastPath:
                 opened[0].abort()  # a no-op once the exchange finished
                 raise
         except Exception as exc:
-            # SECURITY: the exception type only; messages may quote request data.
-            log.error("unhandled error: %s", type(exc).__name__)
             if not sink.started:
                 status = 500
-                error = json_error(500, "internal-error", "internal error")
-                write_complete(sink, request.version, error, keep_alive=False, head_only=False)
-            else:
-                sink.abort()
-            return False
+            return self._failed(sink, request, exc)
         finally:
             record(cast(web.Request, request), status, time.perf_counter() - started)
 

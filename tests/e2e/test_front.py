@@ -242,3 +242,22 @@ async def test_too_many_small_headers_are_431_as_on_the_aiohttp_path() -> None:
         await client.send(get("/public/a", *many))
         status, _, body = await client.response()
         assert (status, json.loads(body)["error"]["code"]) == (431, "headers-too-large")
+
+
+async def test_forward_auth_questions_take_the_fast_path_with_the_same_answer() -> None:
+    async with gateway_with() as gw:
+        ask = get("/.gateway/verify", "X-Original-URI: /app/x", "Accept: application/json")
+        async with connect(gw) as first:
+            await first.send(ask)
+            fast_answer = await first.response()
+        async with connect(gw) as slow:
+            await slow.send(get("/.gateway/healthz") + ask)
+            await slow.response()
+            slow_answer = await slow.response()
+        async with connect(gw) as other:  # another method goes the aiohttp way, as before
+            await other.send(get("/.gateway/verify", method="DELETE"))
+            status, headers, _ = await other.response()
+            assert (status, fast(headers)) == (404, False)
+    assert fast(fast_answer[1]) and not fast(slow_answer[1])
+    assert fast_answer[0] == slow_answer[0] == 403  # the test client is no trusted proxy
+    assert json.loads(fast_answer[2]) == json.loads(slow_answer[2])
