@@ -12,7 +12,11 @@ creates a service account with an API key, then wrk measures, each for `--durati
 * gw-session: `GET /app/bench` with the session cookie: session, tenant, policy, a
   rate-limit rule keyed by user and route, the signed assertion;
 * gw-apikey: `GET /app/bench` with `Authorization: Bearer <key>`: the same pipeline for a
-  service account.
+  service account;
+* nginx-fa: `GET /app/bench` with the session cookie through nginx in forward-auth mode (the
+  shipped `examples/forward-auth/nginx-server.conf`): nginx asks the gateway's
+  `/.gateway/verify` about every request (the same pipeline, no upstream exchange in the
+  gateway), then proxies to the upstream itself.
 
 Then: the gateway's peak RSS (VmHWM), and `--idle N` idle keep-alive client connections held
 (`bench/idle.py`). With `--profile`, each gateway row is run once more under `py-spy record`
@@ -53,14 +57,45 @@ RULE = {
 }
 PASSWORD = "bench-plum-tractor-nebula-42"  # noqa: S105 - a throwaway bench account
 ADMIN = "/.gateway/admin/v1"
+EXAMPLE_FORWARD_AUTH = tp.BENCH_DIR.parent / "examples" / "forward-auth" / "nginx-server.conf"
+FORWARD_AUTH_TEMPLATE = tp.BENCH_DIR / "nginx-forward-auth.conf.template"
 Row = tuple[str, str, str, tuple[str, ...]]  # name, base url, path, headers
 
 
 def gateway_config(workdir: Path, upstream_url: str) -> dict[str, Any]:
-    """`throughput.gateway_config` plus the rate-limit rule on `/app/*`."""
+    """`throughput.gateway_config` plus the rate-limit rule on `/app/*`, and loopback as a
+    trusted proxy (nginx asks `/.gateway/verify` in the `nginx-fa` row)."""
     config = tp.gateway_config(workdir, upstream_url)
     config["rate_limits"] = {"defaults": True, "rules": [RULE]}
+    config["trusted_proxies"] = ["127.0.0.1/32"]
     return config
+
+
+def start_forward_auth_nginx(
+    nginx: str, workdir: Path, gateway_url: str, upstream_url: str
+) -> tuple[tp.Child, str]:
+    """nginx with the shipped forward-auth example: every request is first asked of the
+    gateway's `/.gateway/verify` (auth_request), then proxied to the upstream by nginx."""
+    ngdir = workdir / "nginx-fa"
+    ngdir.mkdir()
+    ngdir.chmod(0o755)
+    port = tp.free_port()
+    server = EXAMPLE_FORWARD_AUTH.read_text()
+    for name, value in (
+        ("LISTEN_ADDR", f"{tp.HOST}:{port}"),
+        ("GATEWAY_ADDR", gateway_url.removeprefix("http://")),
+        ("APP_ADDR", upstream_url.removeprefix("http://")),
+    ):
+        server = server.replace(name, value)
+    (ngdir / "server.conf").write_text(server)
+    conf = ngdir / "nginx.conf"
+    conf.write_text(tp.render_nginx_conf(FORWARD_AUTH_TEMPLATE.read_text(), workdir=ngdir))
+    cmd = [nginx, "-p", str(ngdir), "-e", str(ngdir / "error.log"), "-c", str(conf)]
+    cmd += ["-g", "daemon off;"]
+    child = tp.Child("nginx-fa", cmd, workdir)
+    url = f"http://{tp.HOST}:{port}"
+    tp.wait_http(child, url + "/.gateway/healthz")
+    return child, url
 
 
 def start_gateway(
@@ -217,6 +252,9 @@ def run(args: argparse.Namespace, wrk: str, nginx: str) -> dict[str, Any]:
             children += [ng, gw]
             cookie, bearer = asyncio.run(_credentials(gw_url))
             rows = _rows(up_url, ng_url, gw_url, cookie, bearer)
+            fa, fa_url = start_forward_auth_nginx(nginx, workdir, gw_url, up_url)
+            children.append(fa)
+            forward_auth_row: Row = ("nginx-fa", fa_url, APP_PATH, (cookie,))
             if args.baseline is not None:
                 base, base_url = start_gateway(workdir, up_url, "baseline", args.baseline)
                 children.append(base)
@@ -225,8 +263,10 @@ def run(args: argparse.Namespace, wrk: str, nginx: str) -> dict[str, Any]:
                     (f"base-{n.removeprefix('gw-')}", *rest)
                     for n, *rest in _rows(up_url, ng_url, base_url, cookie, bearer)[2:]
                 ]
+            rows.append(forward_auth_row)
             for name, base_url, path, headers in rows[2:]:
-                limited = not name.endswith("-public")
+                # nginx passes the identity on, not the verify answer's rate-limit fields.
+                limited = not name.endswith("-public") and name != "nginx-fa"
                 asyncio.run(_check(base_url, path, headers, limited=limited))
             for round_no in range(1, args.rounds + 1):
                 for row in rows:
