@@ -344,28 +344,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Cost of a rate-limited route vs an unlimited one (in-process and Redis)."
     )
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per row (8)")
-    parser.add_argument("--connections", type=int, default=32, help="concurrent connections (32)")
-    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per row (1)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds, median kept (3)")
-    parser.add_argument(
-        "--loadgen",
-        choices=["auto", "wrk", "python"],
-        default="auto",
-        help="auto: wrk if installed",
-    )
+    tp.add_load_arguments(parser, rounds=3)
     parser.add_argument(
         "--redis-url",
         default=DEFAULT_REDIS_URL,
         help="Redis for the shared rows ('' to skip them); only keys under a fresh "
         "gwbench:<hex>: prefix are written, and deleted at the end",
     )
-    parser.add_argument("--out", type=Path, help="JSON file (default bench/results/<time>.json)")
     args = parser.parse_args(argv)
-    if not 0 < args.duration <= 600 or not 1 <= args.connections <= 10_000:
-        parser.error("--duration must be in (0, 600] and --connections in [1, 10000]")
-    if not 0 <= args.warmup <= 60 or not 1 <= args.rounds <= 20:
-        parser.error("--warmup must be in [0, 60] and --rounds in [1, 20]")
+    tp.check_load_arguments(parser, args)
     code, report, out = tp.run_and_save(run, args, "ratelimit")
     if report is None:
         return code

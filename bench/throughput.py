@@ -687,13 +687,11 @@ def run_and_save(
     return 0, report, out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Throughput: bare upstream vs nginx vs the gateway (public route), one run."
-    )
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per target (8)")
+def add_load_arguments(parser: argparse.ArgumentParser, *, rounds: int) -> None:
+    """The load options every wrk-driven harness takes (`--duration` … `--out`)."""
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per row (8)")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (32)")
-    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per target (1)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per row (1)")
     parser.add_argument(
         "--loadgen",
         choices=["auto", "wrk", "python"],
@@ -703,15 +701,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=1,
-        help="measure every target this many times, interleaved; report the median (1)",
+        default=rounds,
+        help=f"measure every row this many times, interleaved; report the median ({rounds})",
     )
     parser.add_argument("--out", type=Path, help="JSON file (default bench/results/<time>.json)")
-    args = parser.parse_args(argv)
+
+
+def check_load_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuses load options outside their ranges (one line, exit 2)."""
     if not 0 < args.duration <= 600 or not 1 <= args.connections <= 10_000:
         parser.error("--duration must be in (0, 600] and --connections in [1, 10000]")
     if not 0 <= args.warmup <= 60 or not 1 <= args.rounds <= 20:
         parser.error("--warmup must be in [0, 60] and --rounds in [1, 20]")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Throughput: bare upstream vs nginx vs the gateway (public route), one run."
+    )
+    add_load_arguments(parser, rounds=1)
+    args = parser.parse_args(argv)
+    check_load_arguments(parser, args)
     code, report, out = run_and_save(run, args, "throughput")
     if report is None:
         return code
