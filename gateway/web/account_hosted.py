@@ -52,6 +52,25 @@ async def _signed_in(request: web.Request) -> Principal | None:
     return found if isinstance(found, Principal) and found.session is not None else None
 
 
+async def _signed_in_post(
+    request: web.Request,
+) -> tuple[Principal, SessionRecord, dict[str, str], str] | web.StreamResponse:
+    """A form post of a signed-in user that passed the CSRF rule: (principal, its session,
+    form, rd), or the answer to give instead (the login page, or 403 for a cross-site post)."""
+    services, _ = services_of(request)
+    principal = await _signed_in(request)
+    form = await read_form(request)
+    rd = safe_redirect_target((form or {}).get("rd"))
+    if principal is None or principal.session is None:
+        return to_login(rd)
+    # SECURITY: a state-changing form needs same-origin proof (CSRF).
+    if form is None or not csrf_ok(
+        request, principal.session, services.sessions, services.public_origin
+    ):
+        return message_page(*REFUSED)
+    return principal, principal.session, form, rd
+
+
 async def _mfa_session(request: web.Request) -> tuple[SessionRecord, bool] | None:
     """The session the MFA page works on and whether it is a step-up: the half-session of a
     sign-in, else the full session of a user with MFA on (re-verification before admin
@@ -122,16 +141,11 @@ async def enroll_form(request: web.Request) -> web.StreamResponse:
 
 async def enroll_submit(request: web.Request) -> web.StreamResponse:
     """Creates the secret and shows it with the QR code and recovery codes."""
+    posted = await _signed_in_post(request)
+    if isinstance(posted, web.StreamResponse):
+        return posted
+    principal, _session, _form, rd = posted
     services, account = services_of(request)
-    principal = await _signed_in(request)
-    form = await read_form(request)
-    rd = safe_redirect_target((form or {}).get("rd"))
-    if principal is None or principal.session is None:
-        return to_login(rd)
-    if form is None or not csrf_ok(
-        request, principal.session, services.sessions, services.public_origin
-    ):
-        return message_page(*REFUSED)
     user = await services.identity.user_by_id(principal.id)
     if user is None:
         return to_login(rd)
@@ -144,25 +158,18 @@ async def enroll_submit(request: web.Request) -> web.StreamResponse:
 
 async def enroll_confirm(request: web.Request) -> web.StreamResponse:
     """Turns MFA on: other sessions revoked, this one rotated (MFA-verified), 303 to `rd`."""
+    posted = await _signed_in_post(request)
+    if isinstance(posted, web.StreamResponse):
+        return posted
+    principal, session, form, rd = posted
     services, account = services_of(request)
-    principal = await _signed_in(request)
-    form = await read_form(request)
-    rd = safe_redirect_target((form or {}).get("rd"))
-    if principal is None or principal.session is None:
-        return to_login(rd)
-    if form is None or not csrf_ok(
-        request, principal.session, services.sessions, services.public_origin
-    ):
-        return message_page(*REFUSED)
     ctx, actor = request_context(services.scope(request)), Actor("user", principal.id)
     try:
         await account.mfa.confirm(principal.id, form.get("code", ""), ctx)
     except IdentityError as exc:
         return enroll_start_page(rd, False, f"{exc.message}; please start again", exc.status)
-    rotated = await services.sessions.rotate(
-        principal.session, actor, ctx, reason="mfa-enabled", mfa=True
-    )
-    keep = rotated[1].id if rotated else principal.session.id
+    rotated = await services.sessions.rotate(session, actor, ctx, reason="mfa-enabled", mfa=True)
+    keep = rotated[1].id if rotated else session.id
     await services.sessions.revoke_user(principal.id, actor, ctx, except_id=keep, reason="mfa")
     response = see_other(rd)
     if rotated is not None:
