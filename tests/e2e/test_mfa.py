@@ -56,6 +56,12 @@ async def call(
     return await post_json(http, f"{env.url}{path}", {} if body is None else body, headers)
 
 
+async def mfa_status(env: AuthEnv, http: aiohttp.ClientSession, session: str) -> Any:
+    async with http.get(f"{env.url}{MFA}", headers=env.cookie(session)) as resp:
+        assert resp.status == 200
+        return await resp.json()
+
+
 async def enable_mfa(
     env: AuthEnv, http: aiohttp.ClientSession, account: Account
 ) -> tuple[str, list[str], str]:
@@ -276,3 +282,31 @@ async def test_hosted_mfa_page_without_half_session_goes_to_login(env: AuthEnv) 
     ):
         assert resp.status == 303
         assert resp.headers["Location"] == "/.gateway/login?rd=%2Fx"
+
+
+async def test_hosted_enrolment_confirm_turns_mfa_on_and_rotates_the_session(
+    env: AuthEnv,
+) -> None:
+    async with http_client() as http:
+        account = await signup(env, http)
+        async with http.post(
+            f"{env.url}/.gateway/mfa/enroll",
+            data={"rd": "/private"},
+            headers=env.same_origin(account.session),
+        ) as resp:
+            page = await resp.text()
+        secret = page.split("Or enter this key: <code>", 1)[1].split("</code>", 1)[0]
+        confirm = f"{env.url}/.gateway/mfa/enroll/confirm"
+        form = {"code": code(secret), "rd": "/private"}
+        cross_site = {**env.cookie(account.session), "Origin": "https://evil.example"}
+        async with http.post(confirm, data=form, headers=cross_site) as resp:
+            assert resp.status == 403  # no same-origin proof: refused, MFA stays off
+        assert (await mfa_status(env, http, account.session))["enabled"] is False
+        async with http.post(
+            confirm, data=form, headers=env.same_origin(account.session), allow_redirects=False
+        ) as resp:
+            assert (resp.status, resp.headers["Location"]) == (303, "/private")
+            rotated = set_cookie_value(resp, env.cookie_name)
+        assert rotated and rotated != account.session
+        assert await mfa_status(env, http, rotated) == {"enabled": True, "recovery_codes_left": 10}
+        assert (await echo(env, http, "/private", headers=env.cookie(rotated)))[0] == 200
