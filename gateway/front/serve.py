@@ -65,6 +65,8 @@ class FastPath:
             status = response.status
             return self._complete(sink, request, cast(web.Response, response), keep_alive)
         except Exception as exc:
+            if not sink.started:
+                status = 500
             return self._failed(sink, request, exc)
         finally:
             record(cast(web.Request, request), status, time.perf_counter() - started)
