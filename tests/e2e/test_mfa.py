@@ -56,6 +56,18 @@ async def call(
     return await post_json(http, f"{env.url}{path}", {} if body is None else body, headers)
 
 
+async def hosted_enrolment_page(
+    env: AuthEnv, http: aiohttp.ClientSession, account: Account
+) -> tuple[int, Any, str]:
+    """The hosted enrolment form's answer (status, headers, page) for a signed-in user."""
+    async with http.post(
+        f"{env.url}/.gateway/mfa/enroll",
+        data={"rd": "/private"},
+        headers=env.same_origin(account.session),
+    ) as resp:
+        return resp.status, resp.headers, await resp.text()
+
+
 async def mfa_status(env: AuthEnv, http: aiohttp.ClientSession, session: str) -> Any:
     async with http.get(f"{env.url}{MFA}", headers=env.cookie(session)) as resp:
         assert resp.status == 200
@@ -243,15 +255,10 @@ async def test_required_mfa_roles_are_sent_to_enrol(env: AuthEnv) -> None:
 async def test_hosted_login_mfa_and_enrolment_pages(env: AuthEnv) -> None:
     async with http_client() as http:
         account = await signup(env, http)
-        async with http.post(
-            f"{env.url}/.gateway/mfa/enroll",
-            data={"rd": "/private"},
-            headers=env.same_origin(account.session),
-        ) as resp:
-            page = await resp.text()
-            assert resp.status == 200, page
+        status, headers, page = await hosted_enrolment_page(env, http, account)
+        assert status == 200, page
         assert "<svg" in page and "<script" not in page
-        assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in headers["Content-Security-Policy"]
         _, body, _ = await call(env, http, f"{MFA}/enroll", account.session)
         secret = body["secret"]  # a new enrolment replaces the page's one
         await call(env, http, f"{MFA}/confirm", account.session, {"code": code(secret)})
@@ -289,12 +296,7 @@ async def test_hosted_enrolment_confirm_turns_mfa_on_and_rotates_the_session(
 ) -> None:
     async with http_client() as http:
         account = await signup(env, http)
-        async with http.post(
-            f"{env.url}/.gateway/mfa/enroll",
-            data={"rd": "/private"},
-            headers=env.same_origin(account.session),
-        ) as resp:
-            page = await resp.text()
+        _, _, page = await hosted_enrolment_page(env, http, account)
         secret = page.split("Or enter this key: <code>", 1)[1].split("</code>", 1)[0]
         confirm = f"{env.url}/.gateway/mfa/enroll/confirm"
         form = {"code": code(secret), "rd": "/private"}
