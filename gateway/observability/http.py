@@ -19,10 +19,15 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from opentelemetry import trace
-from prometheus_client.metrics import Counter, Histogram
 
 from gateway.observability import tracing
 from gateway.observability.metrics import HTTP_DURATION, HTTP_REQUESTS
+from gateway.observability.tally import (
+    CounterTally,
+    HistogramTally,
+    counter_tally,
+    histogram_tally,
+)
 from gateway.pipeline.reasons import Reason
 from gateway.pipeline.scope import SCOPE_KEY, RequestScope
 
@@ -54,7 +59,7 @@ class AccessLogPolicy:
 
 
 ACCESS = AccessLogPolicy()
-_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+_children: dict[tuple[str, int], tuple[CounterTally, HistogramTally]] = {}
 
 
 def note_reason(request: web.Request, reason: Reason) -> None:
@@ -74,13 +79,13 @@ def route_label(request: web.Request, scope: RequestScope | None) -> str:
     return UNMATCHED if template == PROXY_TEMPLATE else template
 
 
-def _metrics_for(route: str, status: int) -> tuple[Counter, Histogram]:
-    """The label children of (route, status), bound once and reused (no per-request work)."""
+def _metrics_for(route: str, status: int) -> tuple[CounterTally, HistogramTally]:
+    """The tallies of (route, status)'s label children, bound once and reused."""
     found = _children.get((route, status))
     if found is None:
         found = (
-            HTTP_REQUESTS.labels(route, str(status)),
-            HTTP_DURATION.labels(route, _STATUS_CLASS.get(status // 100, "other")),
+            counter_tally(HTTP_REQUESTS.labels(route, str(status))),
+            histogram_tally(HTTP_DURATION.labels(route, _STATUS_CLASS.get(status // 100, "other"))),
         )
         if len(_children) < MAX_LABEL_SETS:
             _children[(route, status)] = found

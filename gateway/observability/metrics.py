@@ -9,9 +9,9 @@ declare a multiprocess mode so `--workers` aggregates them sensibly.
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+from prometheus_client import Counter, Gauge, Histogram
+
+from gateway.observability.tally import counter_tally  # first: its flush collector leads
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
@@ -94,24 +94,6 @@ UPSTREAM_ERRORS = Counter(
 
 
 # --- caches and the change bus ------------------------------------------------------------------
-_CACHE_COUNTERS: list[CacheCounter] = []
-
-
-def flush_cache_counters() -> None:
-    """Brings every cache's hit counter up to date."""
-    for counter in _CACHE_COUNTERS:
-        counter.flush()
-
-
-class _FlushBeforeScrape(Collector):
-    """Registered before the counters: a scrape of this process sees every hit."""
-
-    def collect(self) -> list[Metric]:
-        flush_cache_counters()
-        return []
-
-
-REGISTRY.register(_FlushBeforeScrape())  # before CACHE_LOOKUPS: collectors run in order
 CACHE_LOOKUPS = Counter(
     "gateway_cache_lookups_total",
     "Cache lookups by cache (session, directory, decision) and result (hit, miss); "
@@ -132,35 +114,20 @@ BUS_EVENTS = Counter(
 
 
 class CacheCounter:
-    """Hit and miss counters of one cache. Hits (several per proxied request) are counted in
-    a plain integer and added to the Prometheus counter in batches: at every scrape of this
-    process, every second (`flush_cache_counters`, run by the app), and every
-    `HIT_BATCH` hits. Misses are counted at once."""
+    """Hit and miss counters of one cache. Hits (several per proxied request) are tallied
+    (`gateway.observability.tally`: exact at every scrape of this process); misses are
+    counted at once."""
 
-    __slots__ = ("_hit", "_miss", "pending")
-    HIT_BATCH = 1024
+    __slots__ = ("_miss", "hit")
 
     def __init__(self, cache: str) -> None:
-        self._hit = CACHE_LOOKUPS.labels(cache=cache, result="hit")
-        self._miss = CACHE_LOOKUPS.labels(cache=cache, result="miss")
-        self.pending = 0
-        _CACHE_COUNTERS.append(self)
-
-    def hit(self) -> None:
+        self.hit = counter_tally(CACHE_LOOKUPS.labels(cache=cache, result="hit")).inc
         """Counts one lookup answered from the cache."""
-        self.pending += 1
-        if self.pending >= self.HIT_BATCH:
-            self.flush()
+        self._miss = CACHE_LOOKUPS.labels(cache=cache, result="miss")
 
     def miss(self) -> None:
         """Counts one lookup that had to go to the source."""
         self._miss.inc()
-
-    def flush(self) -> None:
-        """Adds the hits counted since the last flush to the Prometheus counter."""
-        pending, self.pending = self.pending, 0
-        if pending:
-            self._hit.inc(pending)
 
 
 SESSION_CACHE = CacheCounter("session")

@@ -22,8 +22,9 @@ from gateway import keys
 from gateway.config import GatewayConfig
 from gateway.observability import tracing
 from gateway.observability.http import ACCESS, observe_middleware
-from gateway.observability.metrics import BUS_CONNECTED, BUS_EVENTS, flush_cache_counters
+from gateway.observability.metrics import BUS_CONNECTED, BUS_EVENTS
 from gateway.observability.redact import register_secret
+from gateway.observability.tally import FLUSH_SECONDS, flush_tallies
 from gateway.storage.ports import BUS_DISCONNECTED, BUS_RESYNC, ChangeBus
 
 OBSERVED = web.AppKey("gateway_observability", bool)
@@ -66,23 +67,20 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             unsubscribe()
 
 
-CACHE_FLUSH_SECONDS = 1.0
-
-
 async def _flush_ctx(_app: web.Application) -> AsyncIterator[None]:
-    """Adds batched cache hits to their counters every second (see `CacheCounter`)."""
+    """Adds the hot path's tallied counts to their metrics every second (see `tally`)."""
 
     async def flush_forever() -> None:
         while True:
-            await asyncio.sleep(CACHE_FLUSH_SECONDS)
-            flush_cache_counters()
+            await asyncio.sleep(FLUSH_SECONDS)
+            flush_tallies()
 
     task = asyncio.get_running_loop().create_task(flush_forever())
     try:
         yield
     finally:
         task.cancel()
-        flush_cache_counters()
+        flush_tallies()
 
 
 async def _stop_tracing(_app: web.Application) -> None:

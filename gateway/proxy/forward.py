@@ -20,12 +20,13 @@ from aiohttp import web
 from multidict import CIMultiDict
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from prometheus_client.metrics import Counter, Histogram
+from prometheus_client.metrics import Counter
 from yarl import URL
 
 from gateway.observability import tracing
 from gateway.observability.http import note_reason
 from gateway.observability.metrics import UPSTREAM_DURATION, UPSTREAM_ERRORS
+from gateway.observability.tally import HistogramTally, histogram_tally
 from gateway.pipeline.reasons import Deny, Reason
 from gateway.pipeline.responses import deny_response
 from gateway.pipeline.scope import RequestScope
@@ -80,14 +81,15 @@ class UpstreamMetrics:
     KINDS = ("unreachable", "timeout", "truncated")
 
     def __init__(self) -> None:
-        self._routes: dict[str, tuple[Histogram, dict[str, Counter]]] = {}
+        self._routes: dict[str, tuple[HistogramTally, dict[str, Counter]]] = {}
 
-    def of(self, route: str) -> tuple[Histogram, dict[str, Counter]]:
-        """The route's latency histogram and its error counters by kind."""
+    def of(self, route: str) -> tuple[HistogramTally, dict[str, Counter]]:
+        """The route's latency histogram (tallied) and its error counters by kind."""
         found = self._routes.get(route)
         if found is None:
             errors = {kind: UPSTREAM_ERRORS.labels(route, kind) for kind in self.KINDS}
-            found = self._routes[route] = (UPSTREAM_DURATION.labels(route), errors)
+            latency = histogram_tally(UPSTREAM_DURATION.labels(route))
+            found = self._routes[route] = (latency, errors)
         return found
 
 
