@@ -205,19 +205,17 @@ def build_upstream_request_headers(
             continue
         kept.append((name, value))
 
-    out: CIMultiDict[str] = CIMultiDict()
     listed = _connection_tokens(connection_values) - HOP_BY_HOP - _CONNECTION_PROTECTED
     if listed:
+        out: CIMultiDict[str] = CIMultiDict()
         # SECURITY: fields the client marked connection-specific are not forwarded (RFC 9110
         # §7.6.1); owned headers are already gone and are injected after this, so naming
         # them cannot strip the gateway's copies.
         for name, value in kept:
             if name.lower() not in listed:
                 out.add(name, value)
-    else:
-        for name, value in kept:
-            out.add(name, value)
-    return out
+        return out
+    return CIMultiDict(kept)
 
 
 def build_response_headers(upstream: Mapping[str, str]) -> CIMultiDict[str]:

@@ -17,14 +17,13 @@ Guarantees of `gcra`, for a rate of `per_second` and a `burst` of B:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 MICROS = 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class RateResult:
-    """One bucket's answer to one request.
+class RateResult(NamedTuple):
+    """One bucket's answer to one request (a named tuple: built on every limited request).
 
     `limit` is the burst (the quota a client may use at once), `remaining` how many more
     requests of cost 1 would be allowed right now, `retry_after` the seconds until this
@@ -39,8 +38,7 @@ class RateResult:
     reset_after: float
 
 
-@dataclass(frozen=True, slots=True)
-class GcraDecision:
+class GcraDecision(NamedTuple):
     """`gcra`'s answer: the result and the TAT (µs) to store (unchanged when limited)."""
 
     result: RateResult

@@ -19,7 +19,7 @@ import functools
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from aiohttp import web
 
@@ -29,8 +29,7 @@ PROBLEM_TYPE = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyResult:
+class PolicyResult(NamedTuple):
     """A bucket's result under the policy `name` with quota `result.limit` per `window` s."""
 
     name: str
@@ -68,13 +67,17 @@ def rate_headers(results: Sequence[PolicyResult]) -> list[tuple[str, str]]:
     """`RateLimit-Policy` and `RateLimit` for these results; none for no results."""
     if not results:
         return []
-    ordered = _binding_first(results)
-    policy = ", ".join(f"{sf_string(p.name)};q={p.result.limit};w={p.window}" for p in ordered)
-    state = ", ".join(
-        f"{sf_string(p.name)};r={max(0, p.result.remaining)};t={seconds_to_refill(p.result)}"
-        for p in ordered
-    )
-    return [("RateLimit-Policy", policy), ("RateLimit", state)]
+    ordered = results if len(results) == 1 else _binding_first(results)
+    policy = ", ".join(map(_policy_item, ordered))
+    return [("RateLimit-Policy", policy), ("RateLimit", ", ".join(map(_state_item, ordered)))]
+
+
+def _policy_item(p: PolicyResult) -> str:
+    return f"{sf_string(p.name)};q={p.result.limit};w={p.window}"
+
+
+def _state_item(p: PolicyResult) -> str:
+    return f"{sf_string(p.name)};r={max(0, p.result.remaining)};t={seconds_to_refill(p.result)}"
 
 
 def retry_after(results: Sequence[PolicyResult]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.config.routes import Upstream
 from gateway.config.sections import RateLimitsConfig
@@ -14,15 +15,17 @@ from gateway.ratelimit.rules import RuleSet
 from gateway.ratelimit.stores import RateCheck, RateLimitStore
 
 
-@dataclass(frozen=True, slots=True)
-class LimitOutcome:
-    """Every applicable policy's result; `allowed` when none limited the request."""
+class LimitOutcome(NamedTuple):
+    """Every applicable policy's result; `allowed` when none limited the request (build it
+    with `of`, which computes `allowed` once)."""
 
     results: tuple[PolicyResult, ...] = ()
+    allowed: bool = True
 
-    @property
-    def allowed(self) -> bool:
-        return all(p.result.allowed for p in self.results)
+    @classmethod
+    def of(cls, results: tuple[PolicyResult, ...]) -> LimitOutcome:
+        """The outcome of these results."""
+        return cls(results, all(p.result.allowed for p in results))
 
     @property
     def headers(self) -> list[tuple[str, str]]:
@@ -66,7 +69,7 @@ class RateLimiter:
             return LimitOutcome()
         checks = [RateCheck(a.key, a.rule.per_second, a.rule.burst) for a in applied]
         results = await self.store.check_many(checks)
-        return LimitOutcome(
+        return LimitOutcome.of(
             tuple(
                 PolicyResult(a.rule.name, a.rule.window, r)
                 for a, r in zip(applied, results, strict=True)

@@ -18,6 +18,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from gateway.config.routes import RateKey, RateLimitRule, Upstream
 from gateway.config.sections import RateLimitsConfig
@@ -87,8 +88,7 @@ class CompiledRule:
         return f"{self.bucket}:{'|'.join(parts)}"
 
 
-@dataclass(frozen=True, slots=True)
-class AppliedRule:
+class AppliedRule(NamedTuple):
     """A rule that applies to one request, with that request's bucket key."""
 
     rule: CompiledRule
@@ -124,6 +124,7 @@ class RuleSet:
         self.global_rules = tuple(global_rules)
         self.by_route = {k: tuple(v) for k, v in (by_route or {}).items()}
         self.by_plan = {k: tuple(v) for k, v in (by_plan or {}).items()}
+        self._with_route = {k: self.global_rules + v for k, v in self.by_route.items()}
 
     @classmethod
     def from_config(cls, limits: RateLimitsConfig, upstreams: Sequence[Upstream]) -> RuleSet:
@@ -137,11 +138,12 @@ class RuleSet:
     def __bool__(self) -> bool:
         return bool(self.global_rules or any(self.by_route.values()) or any(self.by_plan.values()))
 
-    def candidates(self, scope: RequestScope) -> list[CompiledRule]:
+    def candidates(self, scope: RequestScope) -> tuple[CompiledRule, ...]:
         """Global, then route, then plan rules for this request, before matching."""
-        found = list(self.global_rules)
-        if scope.route is not None:
-            found += self.by_route.get(scope.route.name, ())
+        route = scope.route
+        found = self.global_rules
+        if route is not None:
+            found = self._with_route.get(route.name, found)
         principal = scope.principal
         if principal is not None and principal.tenant.plan is not None:
             found += self.by_plan.get(principal.tenant.plan, ())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from gateway.ratelimit.gcra import MICROS, GcraDecision, RateResult, gcra, to_micros
 from gateway.ratelimit.penalty import PenaltyPolicy, wait_us
@@ -18,8 +18,7 @@ from gateway.ratelimit.penalty import PenaltyPolicy, wait_us
 V = TypeVar("V")
 
 
-@dataclass(frozen=True, slots=True)
-class RateCheck:
+class RateCheck(NamedTuple):
     """One bucket to charge: `cost` requests against `burst` at `per_second`."""
 
     key: str
