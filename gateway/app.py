@@ -46,6 +46,7 @@ from gateway.ratelimit.auth import AuthLimiter
 from gateway.ratelimit.factory import is_degraded
 from gateway.ratelimit.limiter import RateLimiter
 from gateway.secrets.runtime import SECRETS
+from gateway.server import without_banner
 from gateway.sessions.cookies import cookie_name
 from gateway.sessions.service import SessionService
 from gateway.storage.factory import Stores, open_stores
@@ -292,7 +293,7 @@ def build_app(
     """The whole gateway as an aiohttp Application, ready for a runner.
 
     `span_exporter` (tests) turns tracing on without an OTLP endpoint."""
-    app = web.Application(client_max_size=1024 * 1024)
+    app = without_banner(web.Application(client_max_size=1024 * 1024))
     app[keys.CONFIG] = config
     app[keys.STATE] = state or open_state_dir(config.state_dir)
     app[keys.READINESS] = Readiness()

@@ -32,6 +32,7 @@ from gateway.server import (
     bind_socket,
     handler_kwargs,
     parse_listen,
+    without_banner,
 )
 from gateway.storage.state import open_state_dir
 from gateway.tls import HSTS_HEADER, hsts_value, reloading, server_context
@@ -59,7 +60,7 @@ def build_metrics_app() -> web.Application:
     # SECURITY: a separate listener with no gateway middleware or routes: metrics are never
     # served on the main listener, and nothing of the gateway is served here.
     """
-    app = web.Application()
+    app = without_banner(web.Application())
     app.router.add_get("/metrics", make_aiohttp_handler(registry=metrics_registry()))
     return app
 

@@ -4,6 +4,10 @@ aiohttp answers a request it cannot parse with a text body that echoes the offen
 (which may hold a cookie or a token) and logs a traceback. The gateway answers such requests
 itself: a JSON body with no echo, 431 for oversize heads, 400 for broken framing, and one
 log line without the request's bytes.
+
+No answer of the gateway carries aiohttp's `Server: Python/… aiohttp/…` banner
+(`drop_server_banner`): the app's responses lose it in an `on_response_prepare` hook, the
+error answers above are `BareResponse`s. An upstream's own `Server` header passes through.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import streams, web, web_protocol, web_server
+from aiohttp import hdrs, streams, web, web_protocol, web_server
+from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.http_parser import RawRequestMessage
+from multidict import CIMultiDict
 
-from gateway.pipeline.responses import json_error
+from gateway.pipeline.responses import error_body
 
 if TYPE_CHECKING:
     from gateway.front.protocol import FrontSettings
@@ -51,6 +57,45 @@ def _timeout_response() -> bytes:
 
 
 TIMEOUT_RESPONSE = _timeout_response()
+
+
+def drop_server_banner(headers: CIMultiDict[str]) -> None:
+    """Removes the `Server` header aiohttp adds by itself; any other `Server` value stays."""
+    # SECURITY: the banner names exact Python and aiohttp versions for anyone matching
+    # known vulnerabilities. aiohttp sets it from the SERVER_SOFTWARE object itself, so an
+    # identity test tells it from an upstream's header of the same text.
+    if headers.get(hdrs.SERVER) is SERVER_SOFTWARE:
+        del headers[hdrs.SERVER]
+
+
+async def drop_banner_hook(_request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare` hook: every routed response of an app goes without the banner."""
+    drop_server_banner(response.headers)
+
+
+def without_banner(app: web.Application) -> web.Application:
+    """`app`, with `drop_banner_hook` installed."""
+    app.on_response_prepare.append(drop_banner_hook)
+    return app
+
+
+class BareResponse(web.Response):
+    """A response that goes without the banner even when no app hook runs (the answers to
+    requests that could not be parsed, which are never routed)."""
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        drop_server_banner(self.headers)
+
+
+def bare_json_error(status: int, code: str, message: str) -> BareResponse:
+    """The gateway's JSON error, as a `BareResponse` that never caches."""
+    return BareResponse(
+        text=json.dumps(error_body(code, message)),
+        status=status,
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 class GatewayRequestHandler(web_protocol.RequestHandler):
@@ -171,7 +216,7 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
             log.info("refused malformed request: %s", reason)
         if request.writer.output_size > 0:
             raise ConnectionError("response already started")
-        resp = json_error(code, reason, text)
+        resp = bare_json_error(code, reason, text)
         resp.force_close()
         return resp
 

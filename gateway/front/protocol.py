@@ -15,7 +15,9 @@ upstream pool, answered on the socket directly; or `FastPath.verify` for exactly
 Any other request hands the connection, with every byte not yet answered, to aiohttp's
 `RequestHandler` (the gateway's `GatewayRequestHandler`) for the rest of its life, so
 gateway endpoints, bodies, WebSockets, malformed input and their error answers behave
-exactly as before. The hand-off happens only between requests, never mid-response.
+exactly as before. The hand-off happens only between requests, never mid-response, and is
+counted in `gateway_front_handoffs_total` by the reason of the request that caused it
+(`HANDOFF_REASONS`).
 
 # SECURITY: the fast path answers only requests the aiohttp path would route to the proxy
 # chain too, and runs that same chain; anything unusual goes the audited slow way.
@@ -32,6 +34,8 @@ import httptools
 from aiohttp.http import HttpVersion10, HttpVersion11
 
 from gateway.front.request import FastRequest
+from gateway.observability.metrics import FRONT_HANDOFFS
+from gateway.observability.tally import CounterTally, counter_tally
 from gateway.server import TIMEOUT_RESPONSE
 
 if TYPE_CHECKING:
@@ -61,6 +65,26 @@ VERIFY_PATH: Final = b"/.gateway/verify"
 """The one gateway endpoint the fast path answers (forward-auth asks it for every request)."""
 READ_BUFFER_LIMIT: Final = 256 * 1024
 """Bytes buffered from a client while its request is answered before reading pauses."""
+HANDOFF_REASONS: Final = (
+    "gateway-endpoint",  # a path under /.gateway other than the forward-auth question
+    "body",  # Content-Length > 0, Transfer-Encoding or Expect
+    "upgrade",  # an Upgrade header (WebSocket and others)
+    "unusual-path",  # %, \, // or /. in the path, or not in origin form
+    "large-head",  # over the fast path's head size, or ending in a bare LF
+    "many-headers",  # more than limits.max_headers
+    "repeated-header",  # a singleton header (Host, Content-Type, ...) more than once
+    "malformed",  # not parsed as an HTTP/1.0 or 1.1 request
+    "tracing",  # tracing is on: every request takes the instrumented aiohttp path
+)
+_HANDOFFS: dict[str, CounterTally] = {}
+
+
+def count_handoff(reason: str) -> None:
+    """Counts one connection handed to aiohttp for `reason` (one of `HANDOFF_REASONS`)."""
+    tally = _HANDOFFS.get(reason)
+    if tally is None:
+        tally = _HANDOFFS[reason] = counter_tally(FRONT_HANDOFFS.labels(reason))
+    tally.inc()
 
 
 def _bare_lf_end(buffer: bytes) -> bool:
@@ -81,7 +105,7 @@ class HeadCollector:
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.complete = False
-        self.slow = False
+        self.slow = ""  # the hand-off reason its headers give, if any
         self.keep_alive = False
         self.version = ""
         self.method = b""
@@ -92,7 +116,7 @@ class HeadCollector:
     def on_header(self, name: bytes, value: bytes) -> None:
         low = name.lower()
         if low in SLOW_HEADERS or (low == b"content-length" and value.strip() != b"0"):
-            self.slow = True
+            self.slow = "upgrade" if low == b"upgrade" else "body"
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -243,15 +267,18 @@ class FrontProtocol(asyncio.Protocol):
         end = buffer.find(HEAD_END)
         if end < 0:
             if len(buffer) > self.settings.max_head_bytes or _bare_lf_end(buffer):
-                self._hand_off()  # aiohttp answers oversize or bare-LF heads its own way
+                self._hand_off("large-head")  # aiohttp answers these heads its own way
             elif self._timer is None or self._timer_kind != "head":
                 self._arm(self.settings.header_read_timeout, self._head_timed_out, "head")
             return
         end += 4
-        request = self._parse(buffer[:end]) if end <= self.settings.max_head_bytes else None
-        fast = self.settings.fast_path() if request is not None else None
-        if request is None or fast is None:
-            self._hand_off()
+        request = self._parse(buffer[:end]) if end <= self.settings.max_head_bytes else "large-head"
+        if isinstance(request, str):
+            self._hand_off(request)
+            return
+        fast = self.settings.fast_path()
+        if fast is None:
+            self._hand_off("tracing")
             return
         self._disarm()
         self.buffer = buffer[end:]
@@ -261,36 +288,40 @@ class FrontProtocol(asyncio.Protocol):
         self.task = task = asyncio.get_running_loop().create_task(answer(request, self, keep_alive))
         task.add_done_callback(self._served)
 
-    def _parse(self, head: bytes) -> FastRequest | None:
-        """The request of one head when it may take the fast path, else None; `self.verify`
-        tells a forward-auth question (`GET|HEAD /.gateway/verify`) from a proxied request."""
+    def _parse(self, head: bytes) -> FastRequest | str:
+        """The request of one head when it may take the fast path, else the reason to hand
+        the connection off (`HANDOFF_REASONS`); `self.verify` tells a forward-auth question
+        (`GET|HEAD /.gateway/verify`) from a proxied request."""
         collector = self.head
         collector.reset()
         try:
             collector.parser.feed_data(head)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-            return None
+        except httptools.HttpParserUpgrade:
+            return "upgrade"
+        except httptools.HttpParserError:
+            return "malformed"
+        if collector.slow:
+            return collector.slow
+        if not collector.complete or collector.version not in ("1.1", "1.0"):
+            return "malformed"
         url = collector.url
-        if collector.slow or not collector.complete or not url.startswith(b"/"):
-            return None
         if len(collector.headers) > self.settings.max_headers:
-            return None  # aiohttp answers 431
+            return "many-headers"  # aiohttp answers 431
         path = url.partition(b"?")[0]
         self.verify = path == VERIFY_PATH and collector.method in (b"GET", b"HEAD")
-        if not self.verify and (
-            path.startswith(b"/.gateway") or any(s in path for s in UNUSUAL_PATH)
-        ):
-            return None
+        if not self.verify:
+            if path.startswith(b"/.gateway"):
+                return "gateway-endpoint"
+            if not url.startswith(b"/") or any(s in path for s in UNUSUAL_PATH):
+                return "unusual-path"
         seen: set[bytes] = set()
         for name, _ in collector.headers:
             low = name.lower()
             if low in SINGLETONS:
                 if low in seen:
-                    return None
+                    return "repeated-header"
                 seen.add(low)
         version = collector.version
-        if version not in ("1.1", "1.0"):
-            return None
         assert self.transport is not None
         return FastRequest(
             collector.method.decode("ascii"),
@@ -321,8 +352,9 @@ class FrontProtocol(asyncio.Protocol):
         self._arm(self.settings.keepalive_timeout, self._idle_timed_out)
         self._next()
 
-    def _hand_off(self) -> None:
+    def _hand_off(self, reason: str) -> None:
         """Gives the connection, with its unanswered bytes, to aiohttp's request handler."""
+        count_handoff(reason)
         transport = self.transport
         assert transport is not None
         self._disarm()

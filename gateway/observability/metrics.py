@@ -39,6 +39,12 @@ HTTP_DURATION = Histogram(
     ["route", "status_class"],
     buckets=LATENCY_BUCKETS,
 )
+FRONT_HANDOFFS = Counter(
+    "gateway_front_handoffs_total",
+    "Connections the fast front handed to the full HTTP server, by the reason of the first "
+    "request it could not answer itself (gateway endpoint, body, upgrade, ...).",
+    ["reason"],
+)
 
 # --- authorization and rate limits ------------------------------------------------------------
 AUTHZ_DECISIONS = Counter(

@@ -5,7 +5,8 @@ connection to aiohttp. These tests pin what a client sees at that seam: ordering
 pipelined answers, a connection that changes hands mid-life, framing of streamed bodies,
 connection closing, slow heads, and that both paths answer the same request the same way.
 
-Which path answered shows in the `Server` header: aiohttp adds one, the fast path does not.
+Which path answered shows in `gateway_front_handoffs_total`: a connection leaves the fast
+front for good, so its answers after a counted hand-off are aiohttp's.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp.http import SERVER_SOFTWARE
 
-from tests.support.gateway_proc import GatewayProcess, base_config, run_gateway
+from tests.support.gateway_proc import GatewayProcess, base_config, front_handoffs, run_gateway
 from tests.support.raw_upstream import Handler, RawConn, RawUpstream, run_raw_upstream
 
 pytestmark = pytest.mark.e2e
@@ -106,50 +109,69 @@ def get(path: str, *extra: str, version: str = "1.1", method: str = "GET") -> by
     return "\r\n".join(lines).encode()
 
 
-def fast(headers: dict[str, str]) -> bool:
-    return "server" not in headers
+class Handoffs:
+    """The fast front's hand-offs counted since this object was started (the readiness probe
+    before a test is one)."""
+
+    def __init__(self, gw: GatewayProcess) -> None:
+        self.gw = gw
+        self.base: dict[str, int] = {}
+
+    async def start(self) -> Handoffs:
+        self.base = await front_handoffs(self.gw.metrics_port)
+        return self
+
+    async def since(self) -> dict[str, int]:
+        now = await front_handoffs(self.gw.metrics_port)
+        return {k: n - self.base.get(k, 0) for k, n in now.items() if n != self.base.get(k, 0)}
 
 
 async def test_pipelined_requests_are_answered_in_order() -> None:
     async with gateway_with() as gw, connect(gw) as client:
+        counted = await Handoffs(gw).start()
         await client.send(get("/public/a") + get("/public/b") + get("/public/c"))
         answers = [await client.response() for _ in range(3)]
         assert [a[2] for a in answers] == [
             b"GET /public/%s HTTP/1.1" % p for p in (b"a", b"b", b"c")
         ]
-        assert all(fast(a[1]) for a in answers)
+        assert await counted.since() == {}
 
 
 async def test_a_connection_handed_to_aiohttp_keeps_serving_in_order() -> None:
     async with gateway_with() as gw, connect(gw) as client:
+        counted = await Handoffs(gw).start()
         await client.send(get("/public/a"))
-        _, headers, body = await client.response()
-        assert (body, fast(headers)) == (b"GET /public/a HTTP/1.1", True)
+        body = (await client.response())[2]
+        assert (body, await counted.since()) == (b"GET /public/a HTTP/1.1", {})
         # A gateway endpoint and a body both take the aiohttp path, on the same connection.
         await client.send(get("/.gateway/healthz") + get("/public/b"))
         status, _, body = await client.response()
         assert (status, json.loads(body)) == (200, {"status": "ok"})
-        _, headers, body = await client.response()
-        assert (body, fast(headers)) == (b"GET /public/b HTTP/1.1", False)  # aiohttp's now
+        body = (await client.response())[2]
+        assert body == b"GET /public/b HTTP/1.1"  # aiohttp's now:
+        assert await counted.since() == {"gateway-endpoint": 1}
         post = b"POST /public/c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
         await client.send(post + get("/public/d"))
         assert (await client.response())[2] == b"POST /public/c HTTP/1.1"
         assert (await client.response())[2] == b"GET /public/d HTTP/1.1"
+        assert await counted.since() == {"gateway-endpoint": 1}  # handed off once, for good
 
 
 async def test_both_paths_answer_a_denial_identically() -> None:
     async with gateway_with() as gw:
+        counted = await Handoffs(gw).start()
         async with connect(gw) as first:
             await first.send(get("/app/x", "Accept: application/json"))
             fast_answer = await first.response()
+            assert await counted.since() == {}
         async with connect(gw) as slow:
             await slow.send(get("/.gateway/healthz") + get("/app/x", "Accept: application/json"))
             await slow.response()
             slow_answer = await slow.response()
-    assert fast(fast_answer[1]) and not fast(slow_answer[1])
+            assert await counted.since() == {"gateway-endpoint": 1}
     assert fast_answer[0] == slow_answer[0] == 401
     assert fast_answer[2] == slow_answer[2]
-    varying = {"date", "server", "x-request-id"}
+    varying = {"date", "x-request-id"}  # neither path sends aiohttp's Server banner
     assert {k: v for k, v in fast_answer[1].items() if k not in varying} == {
         k: v for k, v in slow_answer[1].items() if k not in varying
     }
@@ -246,18 +268,62 @@ async def test_too_many_small_headers_are_431_as_on_the_aiohttp_path() -> None:
 
 async def test_forward_auth_questions_take_the_fast_path_with_the_same_answer() -> None:
     async with gateway_with() as gw:
+        counted = await Handoffs(gw).start()
         ask = get("/.gateway/verify", "X-Original-URI: /app/x", "Accept: application/json")
         async with connect(gw) as first:
             await first.send(ask)
             fast_answer = await first.response()
+            assert await counted.since() == {}
         async with connect(gw) as slow:
             await slow.send(get("/.gateway/healthz") + ask)
             await slow.response()
             slow_answer = await slow.response()
         async with connect(gw) as other:  # another method goes the aiohttp way, as before
             await other.send(get("/.gateway/verify", method="DELETE"))
-            status, headers, _ = await other.response()
-            assert (status, fast(headers)) == (404, False)
-    assert fast(fast_answer[1]) and not fast(slow_answer[1])
+            assert (await other.response())[0] == 404
+        assert await counted.since() == {"gateway-endpoint": 2}
     assert fast_answer[0] == slow_answer[0] == 403  # the test client is no trusted proxy
     assert json.loads(fast_answer[2]) == json.loads(slow_answer[2])
+
+
+def server_banner_upstream(banner: bytes) -> Handler:
+    """An upstream that names itself in a `Server` header of its own."""
+
+    async def handle(conn: RawConn) -> None:
+        while await conn.read_request() is not None:
+            await conn.send(
+                b"HTTP/1.1 200 OK\r\nServer: %b\r\nContent-Length: 2\r\n\r\nok" % banner
+            )
+        conn.close()
+
+    return handle
+
+
+async def test_no_answer_carries_aiohttps_version_banner() -> None:
+    async with gateway_with() as gw:
+        counted = await Handoffs(gw).start()
+        answers = []
+        async with connect(gw) as client:  # fast path, then handed off, then aiohttp's
+            await client.send(get("/public/a") + get("/.gateway/healthz") + get("/public/b"))
+            answers += [await client.response() for _ in range(3)]
+        async with connect(gw) as client:  # an unparsable head: the low-level error answer
+            await client.send(get("/public/c", "Bad Header Line"))
+            answers.append(await client.response())
+        assert [a[0] for a in answers] == [200, 200, 200, 400]
+        assert await counted.since() == {"gateway-endpoint": 1, "malformed": 1}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{gw.metrics_port}/metrics") as metrics,
+        ):
+            answers.append(
+                (metrics.status, {k.lower(): v for k, v in metrics.headers.items()}, b"")
+            )
+    assert all("server" not in headers for _, headers, _ in answers), answers
+
+
+async def test_an_upstreams_own_server_header_passes_on_both_paths() -> None:
+    banner = SERVER_SOFTWARE.encode()  # even the very text aiohttp would add
+    async with gateway_with(server_banner_upstream(banner)) as gw, connect(gw) as client:
+        await client.send(get("/public/a") + get("/.gateway/healthz") + get("/public/b"))
+        fast_answer, _, slow_answer = [await client.response() for _ in range(3)]
+    assert fast_answer[1]["server"] == slow_answer[1]["server"] == SERVER_SOFTWARE

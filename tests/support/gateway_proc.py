@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.net import free_port, wait_for_http
 
@@ -149,3 +151,17 @@ async def run_cli(
     out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def front_handoffs(metrics_port: int) -> dict[str, int]:
+    """Connections the fast front has handed to aiohttp so far, by reason (from a scrape of
+    the metrics listener; exact for a one-worker gateway)."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        text = await resp.text()
+    found: dict[str, int] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "gateway_front_handoffs_total" and s.value:
+                found[s.labels["reason"]] = int(s.value)
+    return found
