@@ -4,7 +4,8 @@ Every write runs in one `PostgresDatabase.transaction()` that first appends the 
 and then makes the change, so a failing change (a conflict, a missing row) rolls its event
 back. Uniqueness is the database's job: a unique violation becomes `Conflict(field)` by
 constraint name, a foreign-key violation `NotFound("reference")`, and an outage (raised by
-the database layer) `StoreUnavailable`. Behaviour and values match `SqliteIdentityStore`.
+the database layer) `StoreUnavailable`. Behaviour and values match `SqliteIdentityStore`:
+rows and records map through `identity_rows.POSTGRES`, the mapping shared with SQLite.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from gateway.identity.models import (
     User,
     UserCredentials,
 )
+from gateway.storage import identity_rows
 from gateway.storage.ports import StoreUnavailable
-from gateway.storage.postgres import identity_rows as mapping
 from gateway.storage.postgres.audit import append_event
 from gateway.storage.postgres.database import Connection, PostgresDatabase, Record, rowcount
 from gateway.storage.postgres.identity_account import PostgresAccountRecords
@@ -41,6 +42,8 @@ _UNIQUE_FIELDS = {
     "service_accounts_tenant_id_name_key": "service_account",
     "invitations_token_hash_key": "invitation",
 }
+
+_ROWS = identity_rows.POSTGRES  # lists as text[], flags as boolean
 
 _TENANT = "SELECT id, slug, created_at, features, plan, upstream, require_mfa FROM identity.tenants"
 _USER = "SELECT id, email, created_at, email_verified, password_hash FROM identity.users"
@@ -105,21 +108,21 @@ class PostgresIdentityStore(PostgresAccountRecords):
         event: AuditEvent,
     ) -> None:
         async with self._write(event) as conn:
-            await mapping.insert(conn, "identity.tenants", mapping.tenant_row(tenant))
-            await mapping.insert(conn, "identity.users", mapping.user_row(user, password_hash))
-            await mapping.insert(conn, "identity.memberships", mapping.membership_row(membership))
+            await _insert(conn, "identity.tenants", _ROWS.tenant_row(tenant))
+            await _insert(conn, "identity.users", _ROWS.user_row(user, password_hash))
+            await _insert(conn, "identity.memberships", _ROWS.membership_row(membership))
 
     async def create_tenant(self, tenant: Tenant, event: AuditEvent) -> None:
         async with self._write(event) as conn:
-            await mapping.insert(conn, "identity.tenants", mapping.tenant_row(tenant))
+            await _insert(conn, "identity.tenants", _ROWS.tenant_row(tenant))
 
     async def update_tenant_settings(self, tenant: Tenant, event: AuditEvent) -> None:
+        row = _ROWS.tenant_row(tenant)
         async with self._write(event) as conn:
             status = await conn.execute(
                 "UPDATE identity.tenants SET features = $1, plan = $2, upstream = $3, "
                 "require_mfa = $4 WHERE id = $5",
-                list(tenant.features), tenant.plan, tenant.upstream, list(tenant.require_mfa),
-                tenant.id,
+                row["features"], row["plan"], row["upstream"], row["require_mfa"], tenant.id,
             )  # fmt: skip
             if rowcount(status) != 1:
                 raise NotFound("tenant")
@@ -128,8 +131,8 @@ class PostgresIdentityStore(PostgresAccountRecords):
         self, user: User, password_hash: str, membership: Membership, event: AuditEvent
     ) -> None:
         async with self._write(event) as conn:
-            await mapping.insert(conn, "identity.users", mapping.user_row(user, password_hash))
-            await mapping.insert(conn, "identity.memberships", mapping.membership_row(membership))
+            await _insert(conn, "identity.users", _ROWS.user_row(user, password_hash))
+            await _insert(conn, "identity.memberships", _ROWS.membership_row(membership))
 
     async def accept_invitation(
         self,
@@ -149,25 +152,25 @@ class PostgresIdentityStore(PostgresAccountRecords):
             )  # fmt: skip
             if rowcount(status) != 1:
                 raise Conflict("invitation")
-            await mapping.insert(conn, "identity.users", mapping.user_row(user, password_hash))
-            await mapping.insert(conn, "identity.memberships", mapping.membership_row(membership))
+            await _insert(conn, "identity.users", _ROWS.user_row(user, password_hash))
+            await _insert(conn, "identity.memberships", _ROWS.membership_row(membership))
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         row = await self._fetchrow(f"{_TENANT} WHERE id = $1", tenant_id)
-        return mapping.tenant(row) if row else None
+        return _ROWS.tenant(row) if row else None
 
     async def get_tenant_by_slug(self, slug: str) -> Tenant | None:
         row = await self._fetchrow(f"{_TENANT} WHERE slug = $1", slug)
-        return mapping.tenant(row) if row else None
+        return _ROWS.tenant(row) if row else None
 
     async def get_user(self, user_id: str) -> User | None:
         row = await self._fetchrow(f"{_USER} WHERE id = $1", user_id)
-        return mapping.user(row) if row else None
+        return _ROWS.user(row) if row else None
 
     async def get_user_by_email(self, email: str) -> UserCredentials | None:
         # Case-insensitive, like the unique index (and SQLite's COLLATE NOCASE).
         row = await self._fetchrow(f"{_USER} WHERE lower(email) = lower($1)", email)
-        return UserCredentials(mapping.user(row), row[4]) if row else None
+        return _ROWS.user_credentials(row) if row else None
 
     async def update_password_hash(
         self, user_id: str, password_hash: str, event: AuditEvent
@@ -185,16 +188,16 @@ class PostgresIdentityStore(PostgresAccountRecords):
         rows = await self._fetch(
             f"{_MEMBERSHIP} WHERE user_id = $1 ORDER BY created_at, seq", user_id
         )
-        return [mapping.membership(row) for row in rows]
+        return [_ROWS.membership(row) for row in rows]
 
     async def get_membership(self, tenant_id: str, user_id: str) -> Membership | None:
         sql = f"{_MEMBERSHIP} WHERE tenant_id = $1 AND user_id = $2"
         row = await self._fetchrow(sql, tenant_id, user_id)
-        return mapping.membership(row) if row else None
+        return _ROWS.membership(row) if row else None
 
     async def add_membership(self, membership: Membership, event: AuditEvent) -> None:
         async with self._write(event) as conn:
-            await mapping.insert(conn, "identity.memberships", mapping.membership_row(membership))
+            await _insert(conn, "identity.memberships", _ROWS.membership_row(membership))
 
     async def set_membership_roles(
         self, tenant_id: str, user_id: str, roles: tuple[str, ...], event: AuditEvent
@@ -202,7 +205,7 @@ class PostgresIdentityStore(PostgresAccountRecords):
         async with self._write(event) as conn:
             status = await conn.execute(
                 "UPDATE identity.memberships SET roles = $1 WHERE tenant_id = $2 AND user_id = $3",
-                list(roles), tenant_id, user_id,
+                _ROWS.dump_list(roles), tenant_id, user_id,
             )  # fmt: skip
             if rowcount(status) != 1:
                 raise NotFound("membership")
@@ -211,12 +214,12 @@ class PostgresIdentityStore(PostgresAccountRecords):
         self, invitation: Invitation, token_hash: str, event: AuditEvent
     ) -> None:
         async with self._write(event) as conn:
-            row = {"token_hash": token_hash, "created_at": event.ts}
-            await mapping.insert(conn, "identity.invitations", mapping.fields(invitation) | row)
+            row = _ROWS.invitation_row(invitation, token_hash, event.ts)
+            await _insert(conn, "identity.invitations", row)
 
     async def get_invitation_by_token_hash(self, token_hash: str) -> Invitation | None:
         row = await self._fetchrow(f"{_INVITATION} WHERE token_hash = $1", token_hash)
-        return Invitation(*tuple(row)) if row else None
+        return _ROWS.invitation(row) if row else None
 
     async def grant_operator(self, user_id: str, event: AuditEvent) -> None:
         async with self._write(event) as conn:
@@ -233,26 +236,24 @@ class PostgresIdentityStore(PostgresAccountRecords):
 
     async def create_service_account(self, account: ServiceAccount, event: AuditEvent) -> None:
         async with self._write(event) as conn:
-            row = mapping.fields(account) | {"roles": list(account.roles)}
-            await mapping.insert(conn, "identity.service_accounts", row)
+            await _insert(conn, "identity.service_accounts", _ROWS.account_row(account))
 
     async def get_service_account(self, tenant_id: str, account_id: str) -> ServiceAccount | None:
         sql = f"{_ACCOUNT} WHERE tenant_id = $1 AND id = $2"
         row = await self._fetchrow(sql, tenant_id, account_id)
-        return mapping.account(row) if row else None
+        return _ROWS.account(row) if row else None
 
     async def list_service_accounts(self, tenant_id: str) -> list[ServiceAccount]:
         sql = f"{_ACCOUNT} WHERE tenant_id = $1 ORDER BY created_at, seq"
-        return [mapping.account(row) for row in await self._fetch(sql, tenant_id)]
+        return [_ROWS.account(row) for row in await self._fetch(sql, tenant_id)]
 
     async def create_api_key(self, key: ApiKey, secret_hash: str, event: AuditEvent) -> None:
         async with self._write(event) as conn:
-            row = mapping.fields(key) | {"secret_hash": secret_hash}
-            await mapping.insert(conn, "identity.api_keys", row)
+            await _insert(conn, "identity.api_keys", _ROWS.key_row(key, secret_hash))
 
     async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
         row = await self._fetchrow(f"{_KEY} WHERE id = $1", key_id)
-        return ApiKeyRecord(mapping.key(row), row[6]) if row else None
+        return _ROWS.key_record(row) if row else None
 
     async def revoke_api_key(
         self, tenant_id: str, key_id: str, revoked_at: float, event: AuditEvent
@@ -262,12 +263,17 @@ class PostgresIdentityStore(PostgresAccountRecords):
             row = await conn.fetchrow(_REVOKE_KEY, revoked_at, tenant_id, key_id)
             if row is None:
                 raise NotFound("api_key")
-            return mapping.key(row)
+            return _ROWS.key(row)
 
     async def list_api_keys(self, tenant_id: str, account_id: str) -> list[ApiKey]:
         sql = f"{_KEY} WHERE tenant_id = $1 AND service_account_id = $2 ORDER BY created_at, seq"
-        return [mapping.key(row) for row in await self._fetch(sql, tenant_id, account_id)]
+        return [_ROWS.key(row) for row in await self._fetch(sql, tenant_id, account_id)]
 
     async def append_audit(self, event: AuditEvent) -> None:
         async with self._write(event):
             pass
+
+
+async def _insert(conn: Connection, table: str, row: dict[str, object]) -> None:
+    """Inserts one row; `table` and the column names are constants of this module."""
+    await conn.execute(_ROWS.insert_sql(table, row), *row.values())

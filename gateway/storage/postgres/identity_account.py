@@ -3,7 +3,8 @@ e-mailed one-time tokens (migration 0007). Mixed into `PostgresIdentityStore`; s
 
 Single use is a compare-and-set UPDATE: under READ COMMITTED a racing writer waits for the row
 lock and then re-checks the WHERE clause, so exactly one wins; the loser's transaction (its
-audit event included) is rolled back. Behaviour matches the SQLite adapter.
+audit event included) is rolled back. Behaviour matches the SQLite adapter; rows map to
+records through `identity_rows.POSTGRES`, the mapping shared with it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import contextlib
 from gateway.audit.events import AuditEvent
 from gateway.identity.errors import Conflict
 from gateway.identity.records import RESET, VERIFY, EmailToken, MfaRecord, TokenPurpose
+from gateway.storage import identity_rows
 from gateway.storage.postgres.database import Connection, Record, rowcount
+
+_ROWS = identity_rows.POSTGRES
 
 _MFA = "SELECT user_id, secret_ciphertext, created_at, enabled_at, last_step FROM identity.mfa"
 _EMAIL_COLUMNS = "user_id, purpose, email, created_at, expires_at, used_at"
@@ -55,7 +59,7 @@ class PostgresAccountRecords:
 
     async def get_mfa(self, user_id: str) -> MfaRecord | None:
         row = await self._fetchrow(f"{_MFA} WHERE user_id = $1", user_id)
-        return MfaRecord(*tuple(row)) if row else None
+        return _ROWS.mfa(row) if row else None
 
     async def put_mfa_enrollment(
         self, record: MfaRecord, recovery_hashes: tuple[str, ...], event: AuditEvent
@@ -138,7 +142,7 @@ class PostgresAccountRecords:
 
     async def get_email_token(self, token_hash: str) -> EmailToken | None:
         row = await self._fetchrow(f"{_EMAIL_SELECT} WHERE token_hash = $1", token_hash)
-        return EmailToken(*tuple(row)) if row else None
+        return _ROWS.email_token(row) if row else None
 
     async def redeem_email_token(
         self,
@@ -154,7 +158,7 @@ class PostgresAccountRecords:
                 row = await conn.fetchrow(_REDEEM, now, token_hash, purpose)
                 if row is None:
                     raise _Lost
-                token = EmailToken(*tuple(row))
+                token = _ROWS.email_token(row)
                 await _apply(conn, token, now, password_hash)
                 return token
         except _Lost:

@@ -3,16 +3,14 @@
 Every write runs in one `SqliteDatabase.transaction()` that first appends the audit event and
 then makes the change, so a failing change (a conflict, a missing row) rolls its event back.
 Uniqueness is the database's job: `sqlite3.IntegrityError` becomes `Conflict(field)`.
+Rows and records map through `identity_rows.SQLITE`, the mapping shared with PostgreSQL.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import sqlite3
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiosqlite
 
@@ -28,6 +26,7 @@ from gateway.identity.models import (
     User,
     UserCredentials,
 )
+from gateway.storage import identity_rows
 from gateway.storage.ports import StoreUnavailable
 from gateway.storage.sqlite.audit import append_event
 from gateway.storage.sqlite.database import SqliteDatabase
@@ -42,6 +41,8 @@ _UNIQUE_FIELDS = {
     "identity_service_accounts.tenant_id, identity_service_accounts.name": "service_account",
     "identity_invitations.token_hash": "invitation",
 }
+
+_ROWS = identity_rows.SQLITE  # lists as JSON text, flags as 0/1
 
 _TENANT = "SELECT id, slug, created_at, features, plan, upstream, require_mfa FROM identity_tenants"
 _USER = "SELECT id, email, created_at, email_verified, password_hash FROM identity_users"
@@ -63,29 +64,6 @@ def _integrity_error(exc: sqlite3.IntegrityError) -> Exception:
     if message.startswith("FOREIGN KEY constraint failed"):
         return NotFound("reference")
     return exc
-
-
-def _tenant(row: aiosqlite.Row) -> Tenant:
-    return Tenant(
-        row[0], row[1], row[2], tuple(json.loads(row[3])), row[4], row[5],
-        tuple(json.loads(row[6])),
-    )  # fmt: skip
-
-
-def _user(row: aiosqlite.Row) -> User:
-    return User(row[0], row[1], row[2], bool(row[3]))
-
-
-def _membership(row: aiosqlite.Row) -> Membership:
-    return Membership(row[0], row[1], tuple(json.loads(row[2])), row[3])
-
-
-def _account(row: aiosqlite.Row) -> ServiceAccount:
-    return ServiceAccount(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4])
-
-
-def _key(row: aiosqlite.Row) -> ApiKey:
-    return ApiKey(*row[:6])
 
 
 class SqliteIdentityStore(SqliteAccountRecords):
@@ -133,16 +111,16 @@ class SqliteIdentityStore(SqliteAccountRecords):
         event: AuditEvent,
     ) -> None:
         async with self._write(event) as conn:
-            await _insert(conn, "identity_tenants", _tenant_row(tenant))
-            await _insert(conn, "identity_users", _user_row(user, password_hash))
-            await _insert(conn, "identity_memberships", _membership_row(membership))
+            await _insert(conn, "identity_tenants", _ROWS.tenant_row(tenant))
+            await _insert(conn, "identity_users", _ROWS.user_row(user, password_hash))
+            await _insert(conn, "identity_memberships", _ROWS.membership_row(membership))
 
     async def create_tenant(self, tenant: Tenant, event: AuditEvent) -> None:
         async with self._write(event) as conn:
-            await _insert(conn, "identity_tenants", _tenant_row(tenant))
+            await _insert(conn, "identity_tenants", _ROWS.tenant_row(tenant))
 
     async def update_tenant_settings(self, tenant: Tenant, event: AuditEvent) -> None:
-        row = _tenant_row(tenant)
+        row = _ROWS.tenant_row(tenant)
         async with self._write(event) as conn:
             cur = await conn.execute(
                 "UPDATE identity_tenants SET features = ?, plan = ?, upstream = ?, "
@@ -156,8 +134,8 @@ class SqliteIdentityStore(SqliteAccountRecords):
         self, user: User, password_hash: str, membership: Membership, event: AuditEvent
     ) -> None:
         async with self._write(event) as conn:
-            await _insert(conn, "identity_users", _user_row(user, password_hash))
-            await _insert(conn, "identity_memberships", _membership_row(membership))
+            await _insert(conn, "identity_users", _ROWS.user_row(user, password_hash))
+            await _insert(conn, "identity_memberships", _ROWS.membership_row(membership))
 
     async def accept_invitation(
         self,
@@ -177,24 +155,24 @@ class SqliteIdentityStore(SqliteAccountRecords):
             )
             if cur.rowcount != 1:
                 raise Conflict("invitation")
-            await _insert(conn, "identity_users", _user_row(user, password_hash))
-            await _insert(conn, "identity_memberships", _membership_row(membership))
+            await _insert(conn, "identity_users", _ROWS.user_row(user, password_hash))
+            await _insert(conn, "identity_memberships", _ROWS.membership_row(membership))
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         row = await self._fetchone(f"{_TENANT} WHERE id = ?", (tenant_id,))
-        return _tenant(row) if row else None
+        return _ROWS.tenant(row) if row else None
 
     async def get_tenant_by_slug(self, slug: str) -> Tenant | None:
         row = await self._fetchone(f"{_TENANT} WHERE slug = ?", (slug,))
-        return _tenant(row) if row else None
+        return _ROWS.tenant(row) if row else None
 
     async def get_user(self, user_id: str) -> User | None:
         row = await self._fetchone(f"{_USER} WHERE id = ?", (user_id,))
-        return _user(row) if row else None
+        return _ROWS.user(row) if row else None
 
     async def get_user_by_email(self, email: str) -> UserCredentials | None:
         row = await self._fetchone(f"{_USER} WHERE email = ?", (email,))
-        return UserCredentials(_user(row), row[4]) if row else None
+        return _ROWS.user_credentials(row) if row else None
 
     async def update_password_hash(
         self, user_id: str, password_hash: str, event: AuditEvent
@@ -211,17 +189,17 @@ class SqliteIdentityStore(SqliteAccountRecords):
         rows = await self._fetchall(
             f"{_MEMBERSHIP} WHERE user_id = ? ORDER BY created_at, rowid", (user_id,)
         )
-        return [_membership(row) for row in rows]
+        return [_ROWS.membership(row) for row in rows]
 
     async def get_membership(self, tenant_id: str, user_id: str) -> Membership | None:
         row = await self._fetchone(
             f"{_MEMBERSHIP} WHERE tenant_id = ? AND user_id = ?", (tenant_id, user_id)
         )
-        return _membership(row) if row else None
+        return _ROWS.membership(row) if row else None
 
     async def add_membership(self, membership: Membership, event: AuditEvent) -> None:
         async with self._write(event) as conn:
-            await _insert(conn, "identity_memberships", _membership_row(membership))
+            await _insert(conn, "identity_memberships", _ROWS.membership_row(membership))
 
     async def set_membership_roles(
         self, tenant_id: str, user_id: str, roles: tuple[str, ...], event: AuditEvent
@@ -229,7 +207,7 @@ class SqliteIdentityStore(SqliteAccountRecords):
         async with self._write(event) as conn:
             cur = await conn.execute(
                 "UPDATE identity_memberships SET roles = ? WHERE tenant_id = ? AND user_id = ?",
-                (json.dumps(list(roles)), tenant_id, user_id),
+                (_ROWS.dump_list(roles), tenant_id, user_id),
             )
             if cur.rowcount != 1:
                 raise NotFound("membership")
@@ -238,12 +216,12 @@ class SqliteIdentityStore(SqliteAccountRecords):
         self, invitation: Invitation, token_hash: str, event: AuditEvent
     ) -> None:
         async with self._write(event) as conn:
-            row = {"token_hash": token_hash, "created_at": event.ts}
-            await _insert(conn, "identity_invitations", _fields(invitation) | row)
+            row = _ROWS.invitation_row(invitation, token_hash, event.ts)
+            await _insert(conn, "identity_invitations", row)
 
     async def get_invitation_by_token_hash(self, token_hash: str) -> Invitation | None:
         row = await self._fetchone(f"{_INVITATION} WHERE token_hash = ?", (token_hash,))
-        return Invitation(*row) if row else None
+        return _ROWS.invitation(row) if row else None
 
     async def grant_operator(self, user_id: str, event: AuditEvent) -> None:
         async with self._write(event) as conn:
@@ -259,29 +237,27 @@ class SqliteIdentityStore(SqliteAccountRecords):
 
     async def create_service_account(self, account: ServiceAccount, event: AuditEvent) -> None:
         async with self._write(event) as conn:
-            row = _fields(account) | {"roles": json.dumps(list(account.roles))}
-            await _insert(conn, "identity_service_accounts", row)
+            await _insert(conn, "identity_service_accounts", _ROWS.account_row(account))
 
     async def get_service_account(self, tenant_id: str, account_id: str) -> ServiceAccount | None:
         row = await self._fetchone(
             f"{_ACCOUNT} WHERE tenant_id = ? AND id = ?", (tenant_id, account_id)
         )
-        return _account(row) if row else None
+        return _ROWS.account(row) if row else None
 
     async def list_service_accounts(self, tenant_id: str) -> list[ServiceAccount]:
         rows = await self._fetchall(
             f"{_ACCOUNT} WHERE tenant_id = ? ORDER BY created_at, rowid", (tenant_id,)
         )
-        return [_account(row) for row in rows]
+        return [_ROWS.account(row) for row in rows]
 
     async def create_api_key(self, key: ApiKey, secret_hash: str, event: AuditEvent) -> None:
         async with self._write(event) as conn:
-            row = _fields(key) | {"secret_hash": secret_hash}
-            await _insert(conn, "identity_api_keys", row)
+            await _insert(conn, "identity_api_keys", _ROWS.key_row(key, secret_hash))
 
     async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
         row = await self._fetchone(f"{_KEY} WHERE id = ?", (key_id,))
-        return ApiKeyRecord(_key(row), row[6]) if row else None
+        return _ROWS.key_record(row) if row else None
 
     async def revoke_api_key(
         self, tenant_id: str, key_id: str, revoked_at: float, event: AuditEvent
@@ -299,14 +275,14 @@ class SqliteIdentityStore(SqliteAccountRecords):
                 row = await cur.fetchone()
             if row is None:
                 raise NotFound("api_key")
-            return _key(row)
+            return _ROWS.key(row)
 
     async def list_api_keys(self, tenant_id: str, account_id: str) -> list[ApiKey]:
         rows = await self._fetchall(
             f"{_KEY} WHERE tenant_id = ? AND service_account_id = ? ORDER BY created_at, rowid",
             (tenant_id, account_id),
         )
-        return [_key(row) for row in rows]
+        return [_ROWS.key(row) for row in rows]
 
     async def append_audit(self, event: AuditEvent) -> None:
         async with self._write(event):
@@ -315,28 +291,4 @@ class SqliteIdentityStore(SqliteAccountRecords):
 
 async def _insert(conn: aiosqlite.Connection, table: str, row: dict[str, object]) -> None:
     """Inserts one row; `table` and the column names are constants of this module."""
-    columns = ", ".join(row)
-    marks = ", ".join("?" for _ in row)
-    sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"  # noqa: S608 - no user input
-    await conn.execute(sql, tuple(row.values()))
-
-
-def _fields(record: Any) -> dict[str, object]:
-    """A record's fields by name (the column names of its table)."""
-    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
-
-
-def _tenant_row(tenant: Tenant) -> dict[str, object]:
-    return _fields(tenant) | {
-        "features": json.dumps(list(tenant.features)),
-        "require_mfa": json.dumps(list(tenant.require_mfa)),
-    }
-
-
-def _user_row(user: User, password_hash: str) -> dict[str, object]:
-    flag = int(user.email_verified)
-    return _fields(user) | {"email_verified": flag, "password_hash": password_hash}
-
-
-def _membership_row(membership: Membership) -> dict[str, object]:
-    return _fields(membership) | {"roles": json.dumps(list(membership.roles))}
+    await conn.execute(_ROWS.insert_sql(table, row), tuple(row.values()))

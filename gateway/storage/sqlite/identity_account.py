@@ -3,6 +3,7 @@ one-time tokens (migration 0009). Mixed into `SqliteIdentityStore`; see the port
 
 Single use is a compare-and-set inside the write transaction: of two racing redeemers exactly
 one updates the row, and the loser's transaction (its audit event included) is rolled back.
+Rows map to records through `identity_rows.SQLITE`, the mapping shared with PostgreSQL.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import aiosqlite
 from gateway.audit.events import AuditEvent
 from gateway.identity.errors import Conflict
 from gateway.identity.records import RESET, VERIFY, EmailToken, MfaRecord, TokenPurpose
+from gateway.storage import identity_rows
 from gateway.storage.sqlite.database import SqliteDatabase
+
+_ROWS = identity_rows.SQLITE
 
 _MFA = "SELECT user_id, secret_ciphertext, created_at, enabled_at, last_step FROM identity_mfa"
 _EMAIL_SELECT = (
@@ -54,7 +58,7 @@ class SqliteAccountRecords:
 
     async def get_mfa(self, user_id: str) -> MfaRecord | None:
         row = await self._fetchone(f"{_MFA} WHERE user_id = ?", (user_id,))
-        return MfaRecord(*row) if row else None
+        return _ROWS.mfa(row) if row else None
 
     async def put_mfa_enrollment(
         self, record: MfaRecord, recovery_hashes: tuple[str, ...], event: AuditEvent
@@ -143,7 +147,7 @@ class SqliteAccountRecords:
 
     async def get_email_token(self, token_hash: str) -> EmailToken | None:
         row = await self._fetchone(f"{_EMAIL_SELECT} WHERE token_hash = ?", (token_hash,))
-        return EmailToken(*row) if row else None
+        return _ROWS.email_token(row) if row else None
 
     async def redeem_email_token(
         self,
@@ -168,7 +172,7 @@ class SqliteAccountRecords:
                 ) as c:
                     row = await c.fetchone()
                 assert row is not None
-                token = EmailToken(*row)
+                token = _ROWS.email_token(row)
                 await _apply(conn, token, now, password_hash)
                 return token
         except _Lost:
