@@ -8,6 +8,8 @@ proxy, and one gateway worker. The gateway signs up a user (its own tenant, admi
 creates a service account with an API key, then wrk measures, each for `--duration` seconds:
 
 * upstream: `GET /public/bench` to the upstream directly; nginx: the same through nginx;
+* py-floor: the same through `pyfloor.py`, a minimal Python proxy with no policy (uvloop,
+  httptools): what the event loop, the parser and the socket calls alone cost in CPython;
 * gw-public: the same through the gateway (a public path: no session, no policy);
 * gw-session: `GET /app/bench` with the session cookie: session, tenant, policy, a
   rate-limit rule keyed by user and route, the signed assertion;
@@ -57,6 +59,7 @@ RULE = {
 }
 PASSWORD = "bench-plum-tractor-nebula-42"  # noqa: S105 - a throwaway bench account
 ADMIN = "/.gateway/admin/v1"
+PYFLOOR_SCRIPT = tp.BENCH_DIR / "pyfloor.py"
 EXAMPLE_FORWARD_AUTH = tp.BENCH_DIR.parent / "examples" / "forward-auth" / "nginx-server.conf"
 FORWARD_AUTH_TEMPLATE = tp.BENCH_DIR / "nginx-forward-auth.conf.template"
 Row = tuple[str, str, str, tuple[str, ...]]  # name, base url, path, headers
@@ -95,6 +98,17 @@ def start_forward_auth_nginx(
     child = tp.Child("nginx-fa", cmd, workdir)
     url = f"http://{tp.HOST}:{port}"
     tp.wait_http(child, url + "/.gateway/healthz")
+    return child, url
+
+
+def start_pyfloor(workdir: Path, upstream_url: str) -> tuple[tp.Child, str]:
+    """The minimal Python proxy (`pyfloor.py`) in front of the upstream."""
+    port = tp.free_port()
+    upstream = upstream_url.removeprefix("http://")
+    cmd = [sys.executable, str(PYFLOOR_SCRIPT), "--port", str(port), "--upstream", upstream]
+    child = tp.Child("py-floor", cmd, workdir)
+    url = f"http://{tp.HOST}:{port}"
+    tp.wait_http(child, url + PUBLIC_PATH)
     return child, url
 
 
@@ -199,16 +213,23 @@ def ratios(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     }
 
 
+def _cpu_owner(target: str) -> str:
+    """Whose CPU the report's per-request column shows for a row."""
+    if target.startswith("base-"):
+        return "baseline"
+    return "py-floor" if target == "py-floor" else "gateway"
+
+
 def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"{'target':<11} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'÷nginx':>7} "
-        f"{'p99÷ng':>7} {'gw CPU µs':>9} {'bad':>4}",
+        f"{'p99÷ng':>7} {'CPU µs':>9} {'bad':>4}",
         "-" * 68,
     ]
     for row in report["results"]:
         r = report["ratios"].get(f"{row['target']}/nginx", {})
         cpu = row["server_cpu_ms_per_request"]
-        gw_cpu = cpu.get("baseline" if row["target"].startswith("base-") else "gateway", 0) * 1e3
+        gw_cpu = cpu.get(_cpu_owner(row["target"]), 0) * 1e3
         lines.append(
             f"{row['target']:<11} {row['rps']:>9,.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} "
             f"{r.get('rps', 1.0):>7.3f} {r.get('p99', 1.0):>7.2f} {gw_cpu:>9.0f} "
@@ -253,7 +274,8 @@ def run(args: argparse.Namespace, wrk: str, nginx: str) -> dict[str, Any]:
             cookie, bearer = asyncio.run(_credentials(gw_url))
             rows = _rows(up_url, ng_url, gw_url, cookie, bearer)
             fa, fa_url = start_forward_auth_nginx(nginx, workdir, gw_url, up_url)
-            children.append(fa)
+            floor, floor_url = start_pyfloor(workdir, up_url)
+            children += [fa, floor]
             forward_auth_row: Row = ("nginx-fa", fa_url, APP_PATH, (cookie,))
             if args.baseline is not None:
                 base, base_url = start_gateway(workdir, up_url, "baseline", args.baseline)
@@ -268,8 +290,9 @@ def run(args: argparse.Namespace, wrk: str, nginx: str) -> dict[str, Any]:
                 # nginx passes the identity on, not the verify answer's rate-limit fields.
                 limited = not name.endswith("-public") and name != "nginx-fa"
                 asyncio.run(_check(base_url, path, headers, limited=limited))
+            measured = [*rows[:2], ("py-floor", floor_url, PUBLIC_PATH, ()), *rows[2:]]
             for round_no in range(1, args.rounds + 1):
-                for row in rows:
+                for row in measured:
                     print(f"measuring {row[0]} round {round_no}/{args.rounds}", file=sys.stderr)
                     rounds.append({"round": round_no, **measure(row, wrk, args, children)})
             if args.profile:
