@@ -76,15 +76,14 @@ HANDOFF_REASONS: Final = (
     "malformed",  # not parsed as an HTTP/1.0 or 1.1 request
     "tracing",  # tracing is on: every request takes the instrumented aiohttp path
 )
-_HANDOFFS: dict[str, CounterTally] = {}
+_HANDOFFS: Final[dict[str, CounterTally]] = {
+    reason: counter_tally(FRONT_HANDOFFS.labels(reason)) for reason in HANDOFF_REASONS
+}  # every reason is exported from the start (at 0), and no other label value can appear
 
 
 def count_handoff(reason: str) -> None:
     """Counts one connection handed to aiohttp for `reason` (one of `HANDOFF_REASONS`)."""
-    tally = _HANDOFFS.get(reason)
-    if tally is None:
-        tally = _HANDOFFS[reason] = counter_tally(FRONT_HANDOFFS.labels(reason))
-    tally.inc()
+    _HANDOFFS[reason].inc()
 
 
 def _bare_lf_end(buffer: bytes) -> bool:
