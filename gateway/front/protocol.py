@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, cast
 
@@ -60,7 +61,8 @@ SINGLETONS: Final = frozenset(
 )
 SLOW_HEADERS: Final = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
 """Headers that always take the aiohttp path (bodies, 100-continue, protocol switches)."""
-UNUSUAL_PATH: Final = (b"%", b"\\", b"//", b"/.")
+UNUSUAL_PATH: Final = re.compile(rb"[%\\]|//|/\.")
+"""`%`, `\\`, `//` or `/.` anywhere in the path: aiohttp's router may read it differently."""
 VERIFY_PATH: Final = b"/.gateway/verify"
 """The one gateway endpoint the fast path answers (forward-auth asks it for every request)."""
 READ_BUFFER_LIMIT: Final = 256 * 1024
@@ -94,7 +96,18 @@ def _bare_lf_end(buffer: bytes) -> bool:
 class HeadCollector:
     """httptools callbacks gathering one request head (the parser is reused per connection)."""
 
-    __slots__ = ("complete", "headers", "keep_alive", "method", "parser", "slow", "url", "version")
+    __slots__ = (
+        "complete",
+        "headers",
+        "keep_alive",
+        "method",
+        "parser",
+        "repeated",
+        "singletons",
+        "slow",
+        "url",
+        "version",
+    )
 
     def __init__(self) -> None:
         self.parser = httptools.HttpRequestParser(self)
@@ -105,6 +118,8 @@ class HeadCollector:
         self.headers: list[tuple[bytes, bytes]] = []
         self.complete = False
         self.slow = ""  # the hand-off reason its headers give, if any
+        self.singletons: set[bytes] = set()  # singleton header names seen so far
+        self.repeated = False  # one of them came twice
         self.keep_alive = False
         self.version = ""
         self.method = b""
@@ -114,6 +129,10 @@ class HeadCollector:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         low = name.lower()
+        if low in SINGLETONS:
+            if low in self.singletons:
+                self.repeated = True
+            self.singletons.add(low)
         if low in SLOW_HEADERS or (low == b"content-length" and value.strip() != b"0"):
             self.slow = "upgrade" if low == b"upgrade" else "body"
         self.headers.append((name, value))
@@ -311,15 +330,10 @@ class FrontProtocol(asyncio.Protocol):
         if not self.verify:
             if path.startswith(b"/.gateway"):
                 return "gateway-endpoint"
-            if not url.startswith(b"/") or any(s in path for s in UNUSUAL_PATH):
+            if not url.startswith(b"/") or UNUSUAL_PATH.search(path) is not None:
                 return "unusual-path"
-        seen: set[bytes] = set()
-        for name, _ in collector.headers:
-            low = name.lower()
-            if low in SINGLETONS:
-                if low in seen:
-                    return "repeated-header"
-                seen.add(low)
+        if collector.repeated:
+            return "repeated-header"
         version = collector.version
         assert self.transport is not None
         return FastRequest(

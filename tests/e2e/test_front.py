@@ -327,3 +327,24 @@ async def test_an_upstreams_own_server_header_passes_on_both_paths() -> None:
         await client.send(get("/public/a") + get("/.gateway/healthz") + get("/public/b"))
         fast_answer, _, slow_answer = [await client.response() for _ in range(3)]
     assert fast_answer[1]["server"] == slow_answer[1]["server"] == SERVER_SOFTWARE
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "reason"),
+    [
+        (get("/public/a", "User-Agent: a", "User-Agent: b"), "repeated-header"),
+        (get("/public/%61"), "unusual-path"),
+        (get("/public//a"), "unusual-path"),
+        (get("/.gateway/healthz"), "gateway-endpoint"),
+        (b"POST /public/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", "body"),
+        (get("/public/a", "Connection: Upgrade", "Upgrade: websocket"), "upgrade"),
+        (get("/public/a", *[f"X-{i}: v" for i in range(150)]), "many-headers"),
+    ],
+)
+async def test_each_hand_off_is_counted_with_its_reason(request_bytes: bytes, reason: str) -> None:
+    async with gateway_with() as gw:
+        counted = await Handoffs(gw).start()
+        async with connect(gw) as client:
+            await client.send(request_bytes)
+            await client.response()
+        assert await counted.since() == {reason: 1}
