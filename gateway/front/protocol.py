@@ -204,6 +204,7 @@ class FrontProtocol(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._idle: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0  # loop time of the last answer (or of the connection)
         self._close_after = False
         self.lost = False
         self.started = False
@@ -220,6 +221,7 @@ class FrontProtocol(asyncio.Protocol):
             host = f"[{local[0]}]" if ":" in local[0] else local[0]
             self.local_host = f"{host}:{local[1]}"
         self.settings.connections.add(self)
+        self._idle_since = asyncio.get_running_loop().time()
         self._arm(self.settings.keepalive_timeout, self._idle_timed_out)
 
     def data_received(self, data: bytes) -> None:
@@ -298,7 +300,8 @@ class FrontProtocol(asyncio.Protocol):
         if fast is None:
             self._hand_off("tracing")
             return
-        self._disarm()
+        if self._timer_kind == "head":
+            self._disarm()  # the idle timer stays armed: `_idle_timed_out` checks for work
         self.buffer = buffer[end:]
         self.started = False
         keep_alive = self.head.keep_alive and request.version == HttpVersion11
@@ -362,7 +365,9 @@ class FrontProtocol(asyncio.Protocol):
             assert self.transport is not None
             self.transport.resume_reading()
         self._set_idle()
-        self._arm(self.settings.keepalive_timeout, self._idle_timed_out)
+        self._idle_since = asyncio.get_running_loop().time()
+        if self._timer is None:
+            self._arm(self.settings.keepalive_timeout, self._idle_timed_out)
         self._next()
 
     def _hand_off(self, reason: str) -> None:
@@ -399,8 +404,17 @@ class FrontProtocol(asyncio.Protocol):
             self._timer_kind = ""
 
     def _idle_timed_out(self) -> None:
+        """Closes a connection idle for `keepalive_timeout` since its last answer. The timer
+        is not re-armed per request: when it fires early (answers came since), it is armed
+        again for the time left; while a request is in progress, `_served` arms it anew."""
         self._timer = None
-        if self.task is None and not self.buffer and self.transport is not None:
+        if self.task is not None or self.transport is None or self.lost:
+            return
+        now = asyncio.get_running_loop().time()
+        left = self._idle_since + self.settings.keepalive_timeout - now
+        if left > 0:
+            self._arm(left, self._idle_timed_out)
+        elif not self.buffer:
             self.transport.close()
 
     def _head_timed_out(self) -> None:
