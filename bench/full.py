@@ -113,10 +113,15 @@ def start_pyfloor(workdir: Path, upstream_url: str) -> tuple[tp.Child, str]:
 
 
 def start_gateway(
-    workdir: Path, upstream_url: str, name: str = "gateway", source: Path | None = None
+    workdir: Path,
+    upstream_url: str,
+    name: str = "gateway",
+    source: Path | None = None,
+    python: str | None = None,
 ) -> tuple[tp.Child, str]:
     """One gateway worker; `source` (a directory holding another `gateway/` package) runs
-    that code instead, e.g. a copy of an older tree for a before/after comparison."""
+    that code instead, e.g. a copy of an older tree for a before/after comparison, and
+    `python` another interpreter (one whose environment has the gateway's dependencies)."""
     import yaml
 
     gwdir = workdir / name
@@ -127,7 +132,7 @@ def start_gateway(
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     if source is not None:
         env["PYTHONPATH"] = str(source.resolve())
-    cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(path)]
+    cmd = [python or sys.executable, "-m", "gateway", "serve", "--config", str(path)]
     child = tp.Child(name, cmd, workdir, cwd=gwdir, env=env)
     url = f"http://{config['listen']}"
     tp.wait_http(child, url + "/.gateway/healthz")
@@ -277,8 +282,10 @@ def run(args: argparse.Namespace, wrk: str, nginx: str) -> dict[str, Any]:
             floor, floor_url = start_pyfloor(workdir, up_url)
             children += [fa, floor]
             forward_auth_row: Row = ("nginx-fa", fa_url, APP_PATH, (cookie,))
-            if args.baseline is not None:
-                base, base_url = start_gateway(workdir, up_url, "baseline", args.baseline)
+            if args.baseline is not None or args.baseline_python is not None:
+                base, base_url = start_gateway(
+                    workdir, up_url, "baseline", args.baseline, args.baseline_python
+                )
                 children.append(base)
                 cookie, bearer = asyncio.run(_credentials(base_url))
                 rows += [
@@ -309,6 +316,7 @@ def run(args: argparse.Namespace, wrk: str, nginx: str) -> dict[str, Any]:
     report["results"] = rows_out
     report["ratios"] = ratios({r["target"]: r for r in rows_out})
     settings = {**vars(args), "out": str(args.out), "baseline": str(args.baseline)}
+    settings["python"] = {"rows": sys.version, "base": args.baseline_python or sys.executable}
     report["settings"] = {**settings, "wrk": tp._version([wrk, "-v"])}
     report["settings"]["nginx"] = tp._version([nginx, "-v"])
     report["machine"] = {"cpus": os.cpu_count(), "commit": tp._git("rev-parse", "--short", "HEAD")}
@@ -327,6 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--baseline",
         type=Path,
         help="a directory with another gateway/ package: adds base-* rows run from it",
+    )
+    parser.add_argument(
+        "--baseline-python",
+        help="the interpreter of the base-* rows (default: this one), e.g. another CPython build",
     )
     parser.add_argument("--out", type=Path, help="JSON file (default bench/results/full-*.json)")
     args = parser.parse_args(argv)
