@@ -26,6 +26,7 @@ from gateway.front.site import FrontSite
 from gateway.observability import tracing
 from gateway.observability.logs import configure_logging
 from gateway.observability.setup import setup_observability
+from gateway.observability.tally import flush_tallies
 from gateway.server import (
     KEEPALIVE_TIMEOUT,
     GatewayAppRunner,
@@ -61,7 +62,15 @@ def build_metrics_app() -> web.Application:
     # served on the main listener, and nothing of the gateway is served here.
     """
     app = without_banner(web.Application())
-    app.router.add_get("/metrics", make_aiohttp_handler(registry=metrics_registry()))
+    serve_metrics = make_aiohttp_handler(registry=metrics_registry())
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        # With --workers the registry reads every worker's files, not this process's
+        # collectors: flush this worker's tallies first (the others' are ≤ 1 s behind).
+        flush_tallies()
+        return await serve_metrics(request)
+
+    app.router.add_get("/metrics", metrics)
     return app
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import aiohttp
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from tests.e2e.scaleout_helpers import poll
 from tests.support.gateway_proc import gateway_command, run_cli, run_gateway, stop_process
 from tests.support.net import free_port, wait_for_http
 from tests.support.upstream import EchoUpstream
@@ -161,3 +163,33 @@ async def test_workers_share_one_port(tmp_path: Path, echo_upstream: EchoUpstrea
                     assert r.status == 200
     assert gw.proc.returncode == 0
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in workers)
+
+
+async def test_any_worker_answers_a_scrape_with_every_workers_counts(
+    tmp_path: Path, echo_upstream: EchoUpstream
+) -> None:
+    """`--workers 2`: requests spread over both workers (a new connection each) are all in
+    the scrape, whichever worker answers it, at most a second late (the tallies' flush)."""
+    requests = 40
+    async with run_gateway(
+        tmp_path, None, args=("--upstream", echo_upstream.url, "--workers", "2")
+    ) as gw:
+        fresh = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=fresh) as http:
+            for _ in range(requests):  # no session: each is refused with 401 by some worker
+                async with http.get(f"{gw.url}/app") as r:
+                    assert r.status == 401
+
+            async def refused_in_scrape() -> float:
+                async with http.get(f"http://127.0.0.1:{gw.metrics_port}/metrics") as r:
+                    text = await r.text()
+                return sum(
+                    s.value
+                    for family in text_string_to_metric_families(text)
+                    for s in family.samples
+                    if s.name == "gateway_http_requests_total" and s.labels["status"] == "401"
+                )
+
+            counted, _ = await poll(refused_in_scrape, lambda n: n >= requests, timeout=10)
+            assert counted == requests
+            assert await refused_in_scrape() == requests  # and no scrape adds any more
