@@ -37,6 +37,7 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 from gateway.front.request import FastRequest
 from gateway.observability.metrics import FRONT_HANDOFFS
 from gateway.observability.tally import CounterTally, counter_tally
+from gateway.proxy.flow import WriteGate
 from gateway.server import TIMEOUT_RESPONSE
 
 if TYPE_CHECKING:
@@ -200,8 +201,7 @@ class FrontProtocol(asyncio.Protocol):
         self.head = HeadCollector()
         self.task: asyncio.Task[bool] | None = None
         self.reading_paused = False
-        self.writing_paused = False
-        self._drain: asyncio.Future[None] | None = None
+        self._writes = WriteGate()
         self._idle: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0  # loop time of the last answer (or of the connection)
@@ -241,15 +241,14 @@ class FrontProtocol(asyncio.Protocol):
         self.lost = True
         self._disarm()
         self.settings.connections.discard(self)
-        self._wake_drain(ConnectionResetError("the client closed the connection"))
+        self._writes.fail(ConnectionResetError("the client closed the connection"))
         self._set_idle()
 
     def pause_writing(self) -> None:
-        self.writing_paused = True
+        self._writes.pause()
 
     def resume_writing(self) -> None:
-        self.writing_paused = False
-        self._wake_drain(None)
+        self._writes.resume()
 
     # -- what the fast path writes with --------------------------------------------------------
 
@@ -263,12 +262,7 @@ class FrontProtocol(asyncio.Protocol):
         """Waits while the client reads slower than the response is written."""
         if self.lost:
             raise ConnectionResetError("the client closed the connection")
-        if self.writing_paused:
-            self._drain = asyncio.get_running_loop().create_future()
-            try:
-                await self._drain
-            finally:
-                self._drain = None
+        await self._writes.wait()
 
     def abort(self) -> None:
         """Drops the connection at once (a response that cannot be completed)."""
@@ -442,12 +436,3 @@ class FrontProtocol(asyncio.Protocol):
     def _set_idle(self) -> None:
         if self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
-
-    def _wake_drain(self, error: BaseException | None) -> None:
-        waiter = self._drain
-        if waiter is None or waiter.done():
-            return
-        if error is None:
-            waiter.set_result(None)
-        else:
-            waiter.set_exception(error)

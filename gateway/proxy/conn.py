@@ -19,6 +19,8 @@ from typing import cast
 
 import httptools
 
+from gateway.proxy.flow import WriteGate
+
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 _FRAMING = (b"content-length", b"transfer-encoding")
@@ -46,9 +48,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.exchanges = 0
-        self._write_paused = False
+        self._writes = WriteGate()
         self._read_paused = False
-        self._drain: asyncio.Future[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self.parser: httptools.HttpResponseParser | None = None
         self._reset(head_only=False)
@@ -110,8 +111,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self.error = UpstreamClosed("the upstream closed the connection")
         self.keep_alive = False
         self._wake()
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_exception(UpstreamClosed("the upstream closed the connection"))
+        self._writes.fail(UpstreamClosed("the upstream closed the connection"))
         self.on_lost(self)
 
     def data_received(self, data: bytes) -> None:
@@ -135,12 +135,10 @@ class UpstreamConnection(asyncio.Protocol):
         return False  # close the transport: connection_lost decides what the EOF meant
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self._writes.pause()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
+        self._writes.resume()
 
     # -- httptools callbacks -----------------------------------------------------------------
 
@@ -262,9 +260,4 @@ class UpstreamConnection(asyncio.Protocol):
         """Waits while the transport's write buffer is above its high-water mark."""
         if self.closed:
             raise UpstreamClosed("the upstream closed the connection")
-        if self._write_paused:
-            self._drain = asyncio.get_running_loop().create_future()
-            try:
-                await self._drain
-            finally:
-                self._drain = None
+        await self._writes.wait()
