@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 from gateway.config.routes import RateKey, RateLimitRule, Upstream
 from gateway.config.sections import RateLimitsConfig
+from gateway.pipeline.memo import MEMO_MAX_KEY, pure_memo
 from gateway.pipeline.paths import PathPattern, compile_pattern
 from gateway.pipeline.scope import RequestScope
 from gateway.proxy.clientip import rate_limit_key_ip
@@ -113,7 +114,8 @@ def _compile_all(rules: Iterable[RateLimitRule], origin: str) -> tuple[CompiledR
 
 
 class RuleSet:
-    """All configured rules, looked up per request in O(number of rules)."""
+    """All configured rules; which of them match a request shape (route, plan, method, path)
+    is computed once per shape and remembered (`pure_memo`)."""
 
     def __init__(
         self,
@@ -125,6 +127,8 @@ class RuleSet:
         self.by_route = {k: tuple(v) for k, v in (by_route or {}).items()}
         self.by_plan = {k: tuple(v) for k, v in (by_plan or {}).items()}
         self._with_route = {k: self.global_rules + v for k, v in self.by_route.items()}
+        # The rules are fixed for this instance, so which of them match is pure.
+        self._matching = pure_memo(self.matching)
 
     @classmethod
     def from_config(cls, limits: RateLimitsConfig, upstreams: Sequence[Upstream]) -> RuleSet:
@@ -138,24 +142,33 @@ class RuleSet:
     def __bool__(self) -> bool:
         return bool(self.global_rules or any(self.by_route.values()) or any(self.by_plan.values()))
 
-    def candidates(self, scope: RequestScope) -> tuple[CompiledRule, ...]:
-        """Global, then route, then plan rules for this request, before matching."""
-        route = scope.route
+    def candidates(self, route: str | None, plan: str | None) -> tuple[CompiledRule, ...]:
+        """Global, then route, then plan rules, before matching."""
         found = self.global_rules
         if route is not None:
-            found = self._with_route.get(route.name, found)
-        principal = scope.principal
-        if principal is not None and principal.tenant.plan is not None:
-            found += self.by_plan.get(principal.tenant.plan, ())
+            found = self._with_route.get(route, found)
+        if plan is not None:
+            found += self.by_plan.get(plan, ())
         return found
+
+    def matching(
+        self, route: str | None, plan: str | None, method: str, path: str
+    ) -> tuple[CompiledRule, ...]:
+        """The candidates whose methods and path pattern match (pure: memoized per request
+        shape by `applicable`)."""
+        method = method.upper()
+        return tuple(r for r in self.candidates(route, plan) if r.matches(method, path))
 
     def applicable(self, scope: RequestScope) -> list[AppliedRule]:
         """The rules that count this request, each with its bucket key."""
+        route = scope.route.name if scope.route is not None else None
+        principal = scope.principal
+        plan = principal.tenant.plan if principal is not None else None
+        path, method = scope.path, scope.method
+        match = self._matching if len(path) + len(method) <= MEMO_MAX_KEY else self.matching
         applied = []
-        method = scope.method.upper()
-        for rule in self.candidates(scope):
-            if rule.matches(method, scope.path):
-                key = rule.key_for(scope)
-                if key is not None:
-                    applied.append(AppliedRule(rule, key))
+        for rule in match(route, plan, method, path):
+            key = rule.key_for(scope)
+            if key is not None:
+                applied.append(AppliedRule(rule, key))
         return applied

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gateway.pipeline.memo import MEMO_MAX_KEY, pure_memo
 from gateway.pipeline.reasons import Deny, Reason
 from gateway.pipeline.scope import RequestScope
 from gateway.proxy.headers import upgrade_protocol
@@ -31,6 +32,13 @@ class MatchRoute:
     def __init__(self, table: RouteTable, fallback: Route | None = None) -> None:
         self.table = table
         self.fallback = fallback
+        # The table and fallback are fixed for this instance, so the lookup is pure.
+        self._memo = pure_memo(self._lookup)
+
+    def _lookup(self, host: str, path: str) -> tuple[Route | None, bool]:
+        """The route for a raw Host value and a normalized path, and whether it is public."""
+        route = self.table.match(request_hostname(host), path) or self.fallback
+        return route, route is not None and route.is_public(path)
 
     async def __call__(self, scope: RequestScope) -> Deny | None:
         path = scope.path
@@ -39,11 +47,13 @@ class MatchRoute:
         if path.startswith(RESERVED_PREFIX) or path == RESERVED_PREFIX[:-1]:
             return Deny(Reason.ROUTE_UNKNOWN)
         request = scope.request
-        route = self.table.match(request_hostname(scope.host), path) or self.fallback
+        host = scope.host
+        lookup = self._memo if len(host) + len(path) <= MEMO_MAX_KEY else self._lookup
+        route, public = lookup(host, path)
         if route is None:
             return Deny(Reason.ROUTE_UNKNOWN)
         scope.route = route
-        scope.public = route.is_public(path)
+        scope.public = public
         deny = self._check_upgrade(scope)
         if deny is not None:
             return deny

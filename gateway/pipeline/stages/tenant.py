@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from gateway.config import TenancyConfig
-from gateway.identity.tenancy import TENANT_HEADER, TenantConflict, resolve_tenant_request
+from gateway.identity.tenancy import (
+    TENANT_HEADER,
+    TenantConflict,
+    TenantRequest,
+    resolve_tenant_request,
+)
+from gateway.pipeline.memo import MEMO_MAX_KEY, pure_memo
 from gateway.pipeline.reasons import Deny, Reason
 from gateway.pipeline.scope import RequestScope
 from gateway.pipeline.stages.route import request_hostname
@@ -20,17 +26,21 @@ class ResolveTenant:
 
     def __init__(self, config: TenancyConfig) -> None:
         self.config = config
+        # The configuration is fixed for this instance, so the resolution is pure.
+        self._memo = pure_memo(self._resolve)
+
+    def _resolve(self, host: str, selectors: tuple[str, ...], path: str) -> TenantRequest:
+        """The tenant named by a raw Host value, the `X-Tenant` values and the path."""
+        return resolve_tenant_request(self.config, request_hostname(host), list(selectors), path)
 
     async def __call__(self, scope: RequestScope) -> Deny | None:
-        request = scope.request
+        host, path = scope.host, scope.path
+        selectors = tuple(scope.request.headers.getall(TENANT_HEADER, ()))
+        size = len(host) + len(path) + sum(map(len, selectors))
+        resolve = self._memo if size <= MEMO_MAX_KEY else self._resolve
         try:
             # SECURITY: every source is read; disagreement is tenant confusion, not a choice.
-            found = resolve_tenant_request(
-                self.config,
-                request_hostname(scope.host),
-                request.headers.getall(TENANT_HEADER, []),
-                scope.path,
-            )
+            found = resolve(host, selectors, path)
         except TenantConflict as exc:
             return Deny(Reason.TENANT_CONFLICT, str(exc))
         scope.tenant_slug = found.slug
