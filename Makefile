@@ -1,5 +1,6 @@
 # gateway: every target creates the virtual environment it needs (.venv) first.
-PYTHON ?= python3
+# The distribution's optimized python3 when it is 3.11+, else python3 (.ci/pick-python).
+PYTHON ?= $(shell .ci/pick-python)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
