@@ -129,3 +129,19 @@ def test_nginx_template_keeps_nginx_variables() -> None:
     assert text == "listen 8081; proxy_set_header Host $host;"
     with pytest.raises(ValueError, match="unfilled"):
         render_nginx_conf("listen {{port}};")
+
+
+def test_instructions_per_request_cancels_what_every_run_pays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pathlib import Path
+
+    from bench import instructions
+
+    fixed, per_request = 5_000_000, 420_000  # start-up and warm-up; one request's cost
+
+    def counted(tree: Path, requests: int, python: str) -> int:
+        return fixed + per_request * instructions.ROWS * requests
+
+    monkeypatch.setattr(instructions, "count", counted)
+    assert instructions.per_request(Path("."), 300, 1300, "python") == per_request

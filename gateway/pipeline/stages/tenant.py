@@ -26,7 +26,8 @@ class ResolveTenant:
 
     def __init__(self, config: TenancyConfig) -> None:
         self.config = config
-        # The configuration is fixed for this instance, so the resolution is pure.
+        # SECURITY: memoized per (Host, X-Tenant values, path), every input it reads; a key
+        # missing one would hand one request's tenant to another (tenant confusion).
         self._memo = pure_memo(self._resolve)
 
     def _resolve(self, host: str, selectors: tuple[str, ...], path: str) -> TenantRequest:
