@@ -14,7 +14,7 @@ from aiohttp import web
 
 from gateway.audit.events import Actor, RequestContext
 from gateway.config import CookieConfig
-from gateway.identity.directory import Directory
+from gateway.identity.directory import Directory, NoMembership
 from gateway.identity.jwt_issuers import JwtIssuers, bearer_token, principal_from_jwt
 from gateway.identity.principal import Principal
 from gateway.identity.service import IdentityService
@@ -116,26 +116,21 @@ class Authenticator:
         self, record: SessionRecord, tenant_slug: str | None
     ) -> Principal | Deny:
         """The principal of a valid session, acting in the named or the default tenant."""
-        if tenant_slug is not None:
-            tenant = await self.directory.tenant_by_slug(tenant_slug)
-        else:
-            tenant = await self.directory.tenant_by_id(record.tenant_id)
-        if tenant is None:
+        found = await self.directory.membership(tenant_slug, record.tenant_id, record.user_id)
+        if found is NoMembership.TENANT_UNKNOWN:
             return Deny(Reason.TENANT_UNKNOWN)
-        roles = await self.directory.roles(tenant.id, record.user_id)
-        user = await self.directory.user(record.user_id)
         # SECURITY: membership of the resolved tenant is required; anything else is 403.
-        if not roles or user is None:
+        if isinstance(found, NoMembership):
             return Deny(Reason.NOT_A_MEMBER)
         return Principal(
             kind="user",
-            id=user.id,
-            email=user.email,
-            tenant=tenant,
-            roles=roles,
+            id=found.user.id,
+            email=found.user.email,
+            tenant=found.tenant,
+            roles=found.roles,
             auth_method="session",
             session=record,
-            is_operator=await self.directory.is_operator(user.id),
+            is_operator=found.is_operator,
         )
 
 
