@@ -116,6 +116,13 @@ def _canon(name: str) -> str:
     return n
 
 
+KEEP, DROP, CONNECTION = 0, 1, 2
+"""`OwnedHeaders.request_verdict`: forward the header; drop it; drop it and read its value
+as the list of connection-specific names (`Connection`)."""
+VERDICT_ENTRIES = 1024
+VERDICT_MAX_NAME = 64
+
+
 class OwnedHeaders:
     """The set of header names the gateway owns, matched in canonical form.
 
@@ -123,7 +130,7 @@ class OwnedHeaders:
     :data:`DEFAULT_OWNED_PREFIXES`, plus the configured ``names`` and ``prefixes``.
     """
 
-    __slots__ = ("_names", "_prefixes", "_request_strip")
+    __slots__ = ("_names", "_prefixes", "_request_strip", "_verdicts")
 
     def __init__(self, names: Iterable[str] = (), *, prefixes: Iterable[str] = ()) -> None:
         # SECURITY: the defaults are always owned so a configuration that renames identity
@@ -137,6 +144,29 @@ class OwnedHeaders:
         self._request_strip: frozenset[str] = (
             self._names | HOP_BY_HOP | METHOD_OVERRIDE_HEADERS | {"host"}
         )
+        # Header name as received -> `request_verdict`; names repeat from request to request.
+        self._verdicts: dict[str, int] = {}
+
+    def request_verdict(self, name: str) -> int:
+        """What `build_upstream_request_headers` does with a header of this exact spelling:
+        `KEEP`, `DROP`, or `CONNECTION` (dropped, its value read for listed names).
+
+        Remembered per spelling, for at most `VERDICT_ENTRIES` short names: names are chosen
+        by clients, so a flood of distinct ones is computed each time, never stored.
+        """
+        verdict = self._verdicts.get(name)
+        if verdict is not None:
+            return verdict
+        c = _canon(name)
+        if c in self._request_strip:
+            verdict = CONNECTION if c == "connection" else DROP
+        elif self._prefixes and c.startswith(self._prefixes):
+            verdict = DROP
+        else:
+            verdict = KEEP
+        if len(name) <= VERDICT_MAX_NAME and len(self._verdicts) < VERDICT_ENTRIES:
+            self._verdicts[name] = verdict
+        return verdict
 
     @property
     def names(self) -> frozenset[str]:
@@ -189,21 +219,19 @@ def build_upstream_request_headers(
     headers into the returned dict afterwards, so a client ``Connection`` header naming an
     owned header can never remove the gateway's copy.
     """
-    strip = owned._request_strip
-    prefixes = owned._prefixes
+    verdicts = owned._verdicts
     kept: list[tuple[str, str]] = []
     connection_values: list[str] = []
     for name, value in inbound.items():
-        c = _canon(name)
-        if c in strip:
-            if c == "connection":
-                connection_values.append(value)
-            # SECURITY: forged identity/forwarding headers, hop-by-hop framing headers and
-            # method overrides must not reach the upstream in any spelling.
-            continue
-        if prefixes and c.startswith(prefixes):
-            continue
-        kept.append((name, value))
+        verdict = verdicts.get(name)
+        if verdict is None:
+            verdict = owned.request_verdict(name)
+        if verdict == KEEP:
+            kept.append((name, value))
+        elif verdict == CONNECTION:
+            connection_values.append(value)
+        # SECURITY: forged identity/forwarding headers, hop-by-hop framing headers and
+        # method overrides (DROP) must not reach the upstream in any spelling.
 
     listed = _connection_tokens(connection_values) - HOP_BY_HOP - _CONNECTION_PROTECTED
     if listed:

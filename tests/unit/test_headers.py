@@ -11,6 +11,7 @@ from gateway.proxy.headers import (
     DEFAULT_OWNED_HEADERS,
     HOP_BY_HOP,
     METHOD_OVERRIDE_HEADERS,
+    VERDICT_ENTRIES,
     OwnedHeaders,
     build_response_headers,
     build_upstream_request_headers,
@@ -191,6 +192,19 @@ def test_property_no_owned_header_survives(owned_names: list[str], positions: li
     out = build_upstream_request_headers(proxy(*pairs), OWNED)
     assert not any(OWNED.contains(name) for name in out)
     assert list(out.items()) == safe
+
+
+def test_remembered_verdicts_are_bounded_and_a_flood_still_strips() -> None:
+    owned = OwnedHeaders(["X-Custom-Identity"])
+    flood = [(f"X-Flood-{i}", "1") for i in range(VERDICT_ENTRIES + 10)]
+    forged = [("x_user_id", "forged"), ("X-" + "A" * 100, "long"), ("Accept", "*/*")]
+    for _ in range(2):  # the second pass answers from what the first remembered
+        out = build_upstream_request_headers(proxy(*flood, *forged), owned)
+        assert "x_user_id" not in out and "X-User-Id" not in out
+        assert out["X-" + "A" * 100] == "long" and out["X-Flood-0"] == "1"
+        assert len(owned._verdicts) <= VERDICT_ENTRIES
+    assert "X-" + "A" * 100 not in owned._verdicts  # long names are never remembered
+    assert owned.request_verdict("x_user_id") == owned.request_verdict("X-USER-ID") != 0
 
 
 # --- response headers --------------------------------------------------------------------
