@@ -33,6 +33,9 @@ except ModuleNotFoundError:  # run as a script
     from bench import throughput as tp
 
 
+ROWS = ("gw-public", "gw-session", "gw-apikey")
+
+
 class NullSink:
     """Swallows the response bytes (the request is answered in memory)."""
 
@@ -111,6 +114,8 @@ async def main(args: argparse.Namespace) -> None:
                 ("gw-apikey", full.APP_PATH, (bearer,)),
             ]
             for name, path, headers in rows:
+                if args.row and name not in args.row:
+                    continue
                 profiler = cProfile.Profile() if args.profile else None
                 if profiler is not None:
                     profiler.enable()
@@ -131,6 +136,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--row", action="append", choices=ROWS, help="only this row (repeatable; default: all)"
+    )
     try:
         import uvloop
 

@@ -1,15 +1,15 @@
 """Instructions per fast-path request, counted by valgrind: an A/B that noise cannot blur.
 
-    .venv/bin/python bench/instructions.py [--baseline DIR] [--requests 300 1300]
+    .venv/bin/python bench/instructions.py [--baseline DIR] [--requests 200 1000]
 
-Runs `bench/hotpath.py` under `valgrind --tool=callgrind` twice per tree, with N1 and N2
-requests per row, and prints (I2 - I1) / (3 (N2 - N1)): the instructions this process
-executes per fast-path request, averaged over the three rows (public, session, API key);
-start-up, sign-up and warm-up cancel out in the difference. Callgrind counts instructions,
+Runs each row of `bench/hotpath.py` (public, session, API key) under
+`valgrind --tool=callgrind` twice per tree, with N1 and N2 requests, and prints
+(I2 - I1) / (N2 - N1): the instructions this process executes per fast-path request of that
+row; start-up, sign-up and warm-up cancel out in the difference. Callgrind counts instructions,
 not seconds, so the figure repeats from run to run whatever else the machine is doing: use it
 to compare two versions of the hot path on a noisy VM, where a 5 % change hides in the
 wall-clock noise. It does not count the upstream (another process) or time spent waiting.
-Needs Debian's `valgrind`; one tree takes about three minutes with the default counts.
+Needs Debian's `valgrind`; one tree takes about eight minutes with the default counts.
 """
 
 from __future__ import annotations
@@ -24,18 +24,20 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ROWS = 3  # hotpath.py runs three rows of --requests each
+HOTPATH = ROOT / "bench" / "hotpath.py"
+"""This tree's driver for every tree: `PYTHONPATH` picks the `gateway` package it measures."""
+ROWS = ("gw-public", "gw-session", "gw-apikey")  # bench/hotpath.py's rows
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
-def count(tree: Path, requests: int, python: str) -> int:
-    """Instructions callgrind counted for one `hotpath.py` run of `tree`."""
+def count(tree: Path, row: str, requests: int, python: str) -> int:
+    """Instructions callgrind counted for one `hotpath.py` run of one row of `tree`."""
     with tempfile.TemporaryDirectory(prefix="gw-instr-") as tmp:
         env = {**os.environ, "PYTHONPATH": str(tree)}
         done = subprocess.run(
             [
                 "valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/callgrind.out",
-                python, str(tree / "bench" / "hotpath.py"), "--requests", str(requests),
+                python, str(HOTPATH), "--row", row, "--requests", str(requests),
             ],
             cwd=tmp, env=env, capture_output=True, text=True, check=False,
         )  # fmt: skip
@@ -46,15 +48,15 @@ def count(tree: Path, requests: int, python: str) -> int:
     return int(found[-1])
 
 
-def per_request(tree: Path, low: int, high: int, python: str) -> float:
-    """Instructions per request of `tree`'s fast path (see the module docstring)."""
-    return (count(tree, high, python) - count(tree, low, python)) / (ROWS * (high - low))
+def per_request(tree: Path, row: str, low: int, high: int, python: str) -> float:
+    """Instructions per request of one row of `tree`'s fast path (see the module docstring)."""
+    return (count(tree, row, high, python) - count(tree, row, low, python)) / (high - low)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", type=Path, help="another checkout to compare with")
-    parser.add_argument("--requests", type=int, nargs=2, default=(300, 1300), metavar="N")
+    parser.add_argument("--requests", type=int, nargs=2, default=(200, 1000), metavar="N")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
@@ -64,12 +66,13 @@ def main() -> None:
     trees = [("this tree", ROOT)]
     if args.baseline is not None:
         trees.append(("baseline", args.baseline.resolve()))
-    results = {name: per_request(tree, low, high, sys.executable) for name, tree in trees}
-    for name, value in results.items():
-        print(f"{name:<10} {value:12,.0f} instructions per request")
-    if args.baseline is not None:
-        change = results["this tree"] / results["baseline"] - 1
-        print(f"change     {change:+12.1%}")
+    print(f"{'row':<11}" + "".join(f"{name:>14}" for name, _ in trees), flush=True)
+    for row in ROWS:
+        counts = [per_request(tree, row, low, high, sys.executable) for _, tree in trees]
+        line = f"{row:<11}" + "".join(f"{c:14,.0f}" for c in counts)
+        if len(counts) == 2:
+            line += f"  {counts[0] / counts[1] - 1:+.1%}"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -140,8 +140,8 @@ def test_instructions_per_request_cancels_what_every_run_pays(
 
     fixed, per_request = 5_000_000, 420_000  # start-up and warm-up; one request's cost
 
-    def counted(tree: Path, requests: int, python: str) -> int:
-        return fixed + per_request * instructions.ROWS * requests
+    def counted(tree: Path, row: str, requests: int, python: str) -> int:
+        return fixed + per_request * requests
 
     monkeypatch.setattr(instructions, "count", counted)
-    assert instructions.per_request(Path("."), 300, 1300, "python") == per_request
+    assert instructions.per_request(Path("."), "gw-public", 200, 1000, "python") == per_request
