@@ -18,8 +18,9 @@ import itertools
 import os
 import re
 from collections.abc import Iterable, Mapping
+from typing import cast
 
-from multidict import CIMultiDict, MultiMapping
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy, MultiMapping
 
 __all__ = [
     "DEFAULT_OWNED_HEADERS",
@@ -289,10 +290,14 @@ def response_pairs(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return list(response_headers(pairs).items())
 
 
+_MULTIDICTS = frozenset({CIMultiDictProxy, CIMultiDict, MultiDictProxy, MultiDict})
+
+
 def _getall(headers: Mapping[str, str], name: str) -> list[str]:
     """All values of ``name`` (lower-case), case-insensitively, for multidicts or mappings."""
-    if isinstance(headers, MultiMapping):
-        return list(headers.getall(name, ()))
+    # The multidict types first: an isinstance against the ABC costs a Python-level call.
+    if type(headers) in _MULTIDICTS or isinstance(headers, MultiMapping):
+        return list(cast(MultiMapping[str], headers).getall(name, ()))
     return [v for k, v in headers.items() if k.lower() == name]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import chain
+
 from aiohttp import HttpVersion10, HttpVersion11
 
 from gateway.pipeline.reasons import Deny, Reason
@@ -28,7 +30,7 @@ class CheckRequestHead:
         if scope.request.version not in SUPPORTED_VERSIONS:
             return Deny(Reason.BAD_REQUEST, "unsupported HTTP version")
         raw = scope.request.raw_headers
-        size = sum(len(k) + len(v) + 4 for k, v in raw)
+        size = sum(map(len, chain.from_iterable(raw))) + 4 * len(raw)  # ": " and CRLF per line
         if size > self.max_header_bytes:
             return Deny(Reason.HEADERS_TOO_LARGE)
         headers = scope.request.headers
