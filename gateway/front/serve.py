@@ -97,7 +97,8 @@ class FastPath:
                 return self._complete(sink, request, cast(web.Response, response), keep_alive)
             DECISIONS.allowed(scope.public)
             opened = await self.forwarder.open_exchange(scope)
-            if isinstance(opened, web.StreamResponse):
+            # A refusal is a response, an exchange a tuple (a tuple check skips the ABC's).
+            if not isinstance(opened, tuple):
                 status = opened.status
                 return self._complete(sink, request, cast(web.Response, opened), keep_alive)
             status = opened[1].status

@@ -158,10 +158,12 @@ class Forwarder:
             span.set_attribute("http.response.status_code", response.status)
             return response
 
-    def _head(self, scope: RequestScope, route: Route, has_body: bool) -> tuple[bytes, int | None]:
-        """The encoded request head and the body's declared length."""
+    def _head(
+        self, scope: RequestScope, route: Route, target: tuple[Origin, str, str], has_body: bool
+    ) -> tuple[bytes, int | None]:
+        """The encoded request head and the body's declared length (`target`: `_target`'s)."""
         request = scope.request
-        _, base, default_host = self._target(route)
+        _, base, default_host = target
         host: str | None = default_host
         headers: CIMultiDict[str] = scope.upstream_headers
         if route.preserve_host:
@@ -170,8 +172,8 @@ class Forwarder:
         if tracing.STATE.tracer is None:  # with tracing on, the CLIENT span injects its own
             tracing.continue_caller_trace(request.headers, headers)
         framing, length = request_framing(request.method, headers, has_body)
-        target = f"{base}{scope.path}?{scope.query}" if scope.query else f"{base}{scope.path}"
-        return encode_head(request.method, target, host, headers, framing), length
+        path = f"{base}{scope.path}?{scope.query}" if scope.query else f"{base}{scope.path}"
+        return encode_head(request.method, path, host, headers, framing), length
 
     async def _forward(self, scope: RequestScope) -> web.StreamResponse:
         opened = await self.open_exchange(scope)
@@ -192,13 +194,14 @@ class Forwarder:
         assert route is not None
         request = scope.request
         has_body = request.body_exists
+        target = self._target(route)
         try:
-            head, length = self._head(scope, route, has_body)
+            head, length = self._head(scope, route, target, has_body)
         except ValueError:  # HeaderInjection, or a Content-Length that is not a number
             return self._refuse(request, Reason.UPSTREAM_UNREACHABLE)
         body = LimitedBody(request.content, route.max_body_bytes) if has_body else None
         latency, errors = self.metrics.of(route.name)
-        exchange = Exchange(self.pool, self._target(route)[0])
+        exchange = Exchange(self.pool, target[0])
         started = time.perf_counter()
         try:
             conn = await exchange.start(

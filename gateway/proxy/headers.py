@@ -234,6 +234,8 @@ def build_upstream_request_headers(
         # SECURITY: forged identity/forwarding headers, hop-by-hop framing headers and
         # method overrides (DROP) must not reach the upstream in any spelling.
 
+    if not connection_values:
+        return CIMultiDict(kept)
     listed = _connection_tokens(connection_values) - HOP_BY_HOP - _CONNECTION_PROTECTED
     if listed:
         out: CIMultiDict[str] = CIMultiDict()
@@ -310,7 +312,8 @@ def upgrade_protocol(headers: Mapping[str, str]) -> str | None:
     ``", "`` (e.g. ``"websocket"``, ``"h2c"``, ``"h2c, websocket"``); ``None`` if no upgrade
     is requested. Callers should accept only exactly ``"websocket"``.
     """
-    if "upgrade" not in _connection_tokens(_getall(headers, "connection")):
+    connection = _getall(headers, "connection")
+    if not connection or "upgrade" not in _connection_tokens(connection):
         return None
     protocols = [
         p.strip().lower() for v in _getall(headers, "upgrade") for p in v.split(",") if p.strip()
