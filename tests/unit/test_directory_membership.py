@@ -15,6 +15,7 @@ from gateway.identity.passwords import Argon2Params, PasswordHasher
 from gateway.identity.service import IdentityService
 from gateway.storage.sqlite.database import SqliteDatabase
 from gateway.storage.sqlite.identity import SqliteIdentityStore
+from tests.support.clock import ManualClock
 
 FAST = Argon2Params(time_cost=1, memory_cost=1024, parallelism=1)
 CTX = RequestContext(ip="192.0.2.1", user_agent="pytest", request_id="req-1")
@@ -22,19 +23,11 @@ ADMIN = Actor("user", "u_admin")
 TTL = 1.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class World:
     service: IdentityService
     directory: Directory
-    clock: Clock
+    clock: ManualClock
     tenant_id: str
     slug: str
     user_id: str
@@ -52,7 +45,7 @@ class World:
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     db = await SqliteDatabase.open(tmp_path / "gateway.db")
     hasher = PasswordHasher(FAST)
-    clock = Clock()
+    clock = ManualClock()
     service = IdentityService(SqliteIdentityStore(db), hasher, clock=clock)
     try:
         made = await service.signup("ann@example.com", "correct horse battery", "acme", CTX)

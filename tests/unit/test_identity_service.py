@@ -22,6 +22,7 @@ from gateway.identity.passwords import Argon2Params, PasswordHasher
 from gateway.identity.service import IdentityService
 from gateway.storage.sqlite.database import SqliteDatabase
 from gateway.storage.sqlite.identity import SqliteIdentityStore
+from tests.support.clock import ManualClock
 
 FAST = Argon2Params(time_cost=1, memory_cost=1024, parallelism=1)
 OTHER = Argon2Params(time_cost=2, memory_cost=1024, parallelism=1)
@@ -30,20 +31,12 @@ ADMIN = Actor("user", "u_admin")
 PASSWORD = "correct horse battery"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class World:
     service: IdentityService
     store: SqliteIdentityStore
     db: SqliteDatabase
-    clock: Clock
+    clock: ManualClock
     path: Path
 
     def raw_bytes(self) -> bytes:
@@ -64,7 +57,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     db = await SqliteDatabase.open(path)
     hasher = PasswordHasher(FAST)
     store = SqliteIdentityStore(db)
-    clock = Clock()
+    clock = ManualClock()
     try:
         yield World(IdentityService(store, hasher, clock=clock), store, db, clock, path)
     finally:

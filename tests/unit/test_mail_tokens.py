@@ -26,18 +26,11 @@ from gateway.mail.sender import MailQueue, OutboxMailer
 from gateway.storage.sqlite.database import SqliteDatabase
 from gateway.storage.sqlite.identity import SqliteIdentityStore
 from tests.contract.test_identity_store import event
+from tests.support.clock import ManualClock
 
 CTX = RequestContext(ip="192.0.2.1", user_agent="pytest")
 FAST = Argon2Params(time_cost=1, memory_cost=1024, parallelism=1)
 OLD, NEW = "plum-tractor-nebula-42", "quiet-harbor-lantern-77"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -47,7 +40,7 @@ class World:
     hasher: PasswordHasher
     queue: MailQueue
     outbox: Path
-    clock: Clock
+    clock: ManualClock
     user: User
     db: SqliteDatabase
 
@@ -77,7 +70,7 @@ class World:
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     db = await SqliteDatabase.open(tmp_path / "gateway.db")
-    store, hasher, clock = SqliteIdentityStore(db), PasswordHasher(FAST), Clock()
+    store, hasher, clock = SqliteIdentityStore(db), PasswordHasher(FAST), ManualClock()
     user = User("u_1", "ann@example.com", clock.now)
     tenant = Tenant("t_1", "acme", clock.now)
     membership = Membership("t_1", "u_1", ("admin",))

@@ -25,19 +25,12 @@ from gateway.storage.memory.bus import MemoryChangeBus
 from gateway.storage.ports import StoreUnavailable
 from gateway.storage.sqlite.database import SqliteDatabase
 from gateway.storage.sqlite.sessions import SqliteSessionStore
+from tests.support.clock import ManualClock
 
 KEY = b"k" * 32
 USER = Actor("user", "u_1")
 CTX = RequestContext(ip="192.0.2.9", user_agent="test")
 CONFIG = CookieConfig(idle_timeout=1800, lifetime=43200)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CountingStore(SqliteSessionStore):
@@ -63,8 +56,8 @@ async def db(tmp_path: Path) -> AsyncIterator[SqliteDatabase]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
@@ -73,7 +66,7 @@ def store(db: SqliteDatabase) -> CountingStore:
 
 
 @pytest.fixture
-def service(store: CountingStore, clock: Clock) -> SessionService:
+def service(store: CountingStore, clock: ManualClock) -> SessionService:
     return SessionService(store, MemoryChangeBus(), CONFIG, KEY, clock)
 
 
@@ -135,7 +128,7 @@ async def test_sign_in_always_issues_a_new_token(service: SessionService) -> Non
 
 
 async def test_the_store_holds_no_raw_token(
-    service: SessionService, db: SqliteDatabase, tmp_path: Path, clock: Clock
+    service: SessionService, db: SqliteDatabase, tmp_path: Path, clock: ManualClock
 ) -> None:
     token, record = await sign_in(service)
     clock.now += 120
@@ -149,7 +142,7 @@ async def test_the_store_holds_no_raw_token(
         assert raw.encode() not in stored
 
 
-async def test_a_half_session_is_short_lived(service: SessionService, clock: Clock) -> None:
+async def test_a_half_session_is_short_lived(service: SessionService, clock: ManualClock) -> None:
     _, record = await sign_in(service, mfa_pending=True)
     assert record.expires_at == clock.now + 300
 
@@ -157,7 +150,7 @@ async def test_a_half_session_is_short_lived(service: SessionService, clock: Clo
 # --- expiry ------------------------------------------------------------------------------
 
 
-async def test_idle_expiry(service: SessionService, clock: Clock) -> None:
+async def test_idle_expiry(service: SessionService, clock: ManualClock) -> None:
     token, _ = await sign_in(service)
     clock.now += 1799
     assert await service.authenticate(token) is not None
@@ -167,7 +160,9 @@ async def test_idle_expiry(service: SessionService, clock: Clock) -> None:
     assert await service.authenticate(token) is None
 
 
-async def test_absolute_expiry_despite_activity(service: SessionService, clock: Clock) -> None:
+async def test_absolute_expiry_despite_activity(
+    service: SessionService, clock: ManualClock
+) -> None:
     token, record = await sign_in(service)
     while clock.now + 1000 < record.expires_at:
         clock.now += 1000
@@ -176,7 +171,9 @@ async def test_absolute_expiry_despite_activity(service: SessionService, clock: 
     assert await service.authenticate(token) is None
 
 
-async def test_idle_check_uses_in_memory_last_seen(store: CountingStore, clock: Clock) -> None:
+async def test_idle_check_uses_in_memory_last_seen(
+    store: CountingStore, clock: ManualClock
+) -> None:
     config = CookieConfig(idle_timeout=600, lifetime=3600)  # touch due after 60 s
     service = SessionService(store, MemoryChangeBus(), config, KEY, clock, cache_ttl=3600)
     token, _ = await sign_in(service)
@@ -195,7 +192,7 @@ async def test_idle_check_uses_in_memory_last_seen(store: CountingStore, clock: 
 
 
 async def test_touch_is_throttled(
-    service: SessionService, store: CountingStore, clock: Clock
+    service: SessionService, store: CountingStore, clock: ManualClock
 ) -> None:
     token, record = await sign_in(service)
     for _ in range(180):
@@ -209,7 +206,7 @@ async def test_touch_is_throttled(
 
 
 async def test_cache_serves_repeat_requests(
-    service: SessionService, store: CountingStore, clock: Clock
+    service: SessionService, store: CountingStore, clock: ManualClock
 ) -> None:
     token, _ = await sign_in(service)
     for _ in range(10):
@@ -227,7 +224,7 @@ async def test_unreadable_store_raises_store_unavailable(
 
 
 async def test_a_failed_touch_does_not_deny_a_cached_session(
-    store: CountingStore, db: SqliteDatabase, clock: Clock, caplog: pytest.LogCaptureFixture
+    store: CountingStore, db: SqliteDatabase, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     service = SessionService(store, MemoryChangeBus(), CONFIG, KEY, clock, cache_ttl=3600)
     token, _ = await sign_in(service)
@@ -243,7 +240,7 @@ async def test_a_failed_touch_does_not_deny_a_cached_session(
 
 
 async def test_revocation_is_visible_at_once_through_the_bus(
-    store: CountingStore, clock: Clock
+    store: CountingStore, clock: ManualClock
 ) -> None:
     bus = MemoryChangeBus()
     a = SessionService(store, bus, CONFIG, KEY, clock, cache_ttl=3600)
@@ -256,7 +253,7 @@ async def test_revocation_is_visible_at_once_through_the_bus(
 
 @pytest.mark.parametrize("scope", ["user", "tenant"])
 async def test_bulk_revocations_reach_other_caches(
-    store: CountingStore, clock: Clock, scope: str
+    store: CountingStore, clock: ManualClock, scope: str
 ) -> None:
     bus = MemoryChangeBus()
     a = SessionService(store, bus, CONFIG, KEY, clock, cache_ttl=3600)
@@ -282,7 +279,7 @@ async def test_revoke_user_keeps_the_current_session(service: SessionService) ->
 
 
 async def test_revocation_reaches_another_process_within_cache_ttl(
-    tmp_path: Path, db: SqliteDatabase, clock: Clock
+    tmp_path: Path, db: SqliteDatabase, clock: ManualClock
 ) -> None:
     other_db = await SqliteDatabase.open(tmp_path / "gw.db")  # same file, like the CLI
     try:
@@ -316,7 +313,7 @@ async def test_sign_out_revokes_by_token(service: SessionService) -> None:
 
 
 async def test_rotate_issues_a_new_session_and_kills_the_old(
-    service: SessionService, clock: Clock
+    service: SessionService, clock: ManualClock
 ) -> None:
     old_token, old = await sign_in(service, mfa_pending=True)
     assert await service.authenticate(old_token) is not None
@@ -333,7 +330,7 @@ async def test_rotate_issues_a_new_session_and_kills_the_old(
 
 
 async def test_a_role_change_rotation_keeps_the_absolute_deadline(
-    service: SessionService, clock: Clock
+    service: SessionService, clock: ManualClock
 ) -> None:
     _, old = await sign_in(service)
     clock.now += 100
@@ -343,7 +340,7 @@ async def test_a_role_change_rotation_keeps_the_absolute_deadline(
 
 
 async def test_a_proven_code_stamps_mfa_at_and_other_rotations_keep_it(
-    service: SessionService, clock: Clock
+    service: SessionService, clock: ManualClock
 ) -> None:
     _, signed_in = await sign_in(service)
     assert signed_in.mfa_at is None
@@ -366,7 +363,7 @@ async def test_a_proven_code_stamps_mfa_at_and_other_rotations_keep_it(
     [(0, 900, True), (899.9, 900, True), (900, 900, False), (5000, 900, False), (-3, 900, True)],
 )
 async def test_mfa_recency_follows_the_injected_clock(
-    service: SessionService, clock: Clock, age: float, window: int, recent: bool
+    service: SessionService, clock: ManualClock, age: float, window: int, recent: bool
 ) -> None:
     _, record = await sign_in(service)
     verified = dataclasses.replace(record, mfa=True, mfa_at=clock.now)
