@@ -57,6 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", type=Path, help="another checkout to compare with")
     parser.add_argument("--requests", type=int, nargs=2, default=(200, 1000), metavar="N")
+    parser.add_argument("--row", action="append", choices=ROWS, help="only this row (repeatable)")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
@@ -67,7 +68,7 @@ def main() -> None:
     if args.baseline is not None:
         trees.append(("baseline", args.baseline.resolve()))
     print(f"{'row':<11}" + "".join(f"{name:>14}" for name, _ in trees), flush=True)
-    for row in ROWS:
+    for row in args.row or ROWS:
         counts = [per_request(tree, row, low, high, sys.executable) for _, tree in trees]
         line = f"{row:<11}" + "".join(f"{c:14,.0f}" for c in counts)
         if len(counts) == 2:

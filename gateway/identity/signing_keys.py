@@ -123,6 +123,13 @@ def signer_meta(metas: Iterable[KeyMeta], now: float) -> KeyMeta | None:
     return max(ready, key=lambda m: (m.activates_at, m.created_at), default=None)
 
 
+def next_change(metas: Iterable[KeyMeta], now: float) -> float:
+    """The first activation or retirement after `now` (inf: none); until then `signer_meta`
+    gives the same key, since it reads nothing else of the clock."""
+    times = [t for m in metas for t in (m.activates_at, m.retires_at) if t is not None and t > now]
+    return min(times, default=math.inf)
+
+
 def key_state(meta: KeyMeta, signer: KeyMeta | None, now: float) -> KeyState:
     if not meta.published(now):
         return KeyState.RETIRED
@@ -208,6 +215,8 @@ class KeyRing:
         self._keys: dict[str, Ed25519PrivateKey] = {}
         self._stamp: tuple[int, int, int] | None = None
         self._checked = -math.inf
+        # (ring, computed at, valid until, key): `signer()`'s answer until the ring changes.
+        self._signer: tuple[tuple[KeyMeta, ...], float, float, SigningKey] | None = None
         self.reload()
 
     def reload(self) -> None:
@@ -244,10 +253,16 @@ class KeyRing:
         """The key that signs now; StateError when no published key has activated."""
         now = self.clock()
         self.refresh(now)
+        memo = self._signer
+        # The same ring, and no activation or retirement since: the same key signs.
+        if memo is not None and memo[0] is self._metas and memo[1] <= now < memo[2]:
+            return memo[3]
         meta = signer_meta(self._metas, now)
         if meta is None:
             raise StateError("no active signing key (see `gateway keys list`)")
-        return self._key(meta)
+        key = self._key(meta)
+        self._signer = (self._metas, now, next_change(self._metas, now), key)
+        return key
 
     def published(self) -> tuple[SigningKey, ...]:
         """Every key verifiers may see now: pending, active and retiring ones."""

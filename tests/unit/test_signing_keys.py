@@ -84,6 +84,18 @@ def test_rotation_publishes_first_signs_later_and_retires_after_last_assertion(
         assert published == {k for k, s in expected.items() if s is not KeyState.RETIRED}
 
 
+def test_the_remembered_signer_follows_a_clock_that_goes_back(state: StateDir) -> None:
+    (old,) = read_meta(state)
+    t0 = old.activates_at + 1000
+    clock = Clock(t0)
+    ring = KeyRing(state, clock)
+    *_, new = rotate(state, t0, publish_delay=60)
+    ring.reload()
+    for now, signer in [(t0 + 60, new.kid), (t0 + 30, old.kid), (t0 + 61, new.kid)]:
+        clock.now = now
+        assert ring.signer().kid == signer, now
+
+
 def test_quick_second_rotation_schedules_every_superseded_key(state: StateDir) -> None:
     (a,) = read_meta(state)
     t0 = a.activates_at + 10
