@@ -16,6 +16,7 @@ Guarantees of `gcra`, for a rate of `per_second` and a `burst` of B:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -45,6 +46,7 @@ class GcraDecision(NamedTuple):
     tat: int
 
 
+@functools.lru_cache(maxsize=1024)  # pure, and asked for every limited request
 def emission_interval(per_second: float) -> int:
     """Microseconds between two requests at `per_second` (≥ 1); `per_second` must be > 0."""
     if per_second <= 0:

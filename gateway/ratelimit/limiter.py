@@ -25,7 +25,7 @@ class LimitOutcome(NamedTuple):
     @classmethod
     def of(cls, results: tuple[PolicyResult, ...]) -> LimitOutcome:
         """The outcome of these results."""
-        return cls(results, all(p.result.allowed for p in results))
+        return cls(results, all([p.result.allowed for p in results]))
 
     @property
     def headers(self) -> list[tuple[str, str]]:
@@ -71,8 +71,10 @@ class RateLimiter:
         results = await self.store.check_many(checks)
         return LimitOutcome.of(
             tuple(
-                PolicyResult(a.rule.name, a.rule.window, r)
-                for a, r in zip(applied, results, strict=True)
+                [
+                    PolicyResult(a.rule.name, a.rule.window, r)
+                    for a, r in zip(applied, results, strict=True)
+                ]
             )
         )
 

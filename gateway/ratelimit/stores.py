@@ -128,14 +128,16 @@ class MemoryRateLimitStore:
         return (await self.check_many([RateCheck(key, per_second, burst, cost)]))[0]
 
     async def check_many(self, checks: Sequence[RateCheck]) -> list[RateResult]:
-        now = self._now()
+        now = to_micros(self._clock())
+        buckets = self._buckets
         decisions: list[GcraDecision] = [
-            gcra(self._buckets.get(c.key, now), now, c.per_second, c.burst, c.cost) for c in checks
+            gcra(buckets.get(c.key, now), now, c.per_second, c.burst, c.cost) for c in checks
         ]
-        if all(d.result.allowed for d in decisions):
+        results = [d.result for d in decisions]
+        if all([r.allowed for r in results]):
             for check, decision in zip(checks, decisions, strict=True):
-                self._buckets.put(check.key, decision.tat, decision.tat, now)
-        return [d.result for d in decisions]
+                buckets.put(check.key, decision.tat, decision.tat, now)
+        return results
 
     async def penalty_wait(self, key: str, policy: PenaltyPolicy) -> float:
         now = self._now()
