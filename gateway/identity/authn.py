@@ -8,7 +8,7 @@ the tenant the request names (or the session's default), and only if the user is
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -16,7 +16,7 @@ from gateway.audit.events import Actor, RequestContext
 from gateway.config import CookieConfig
 from gateway.identity.directory import Directory, NoMembership
 from gateway.identity.jwt_issuers import JwtIssuers, bearer_token, principal_from_jwt
-from gateway.identity.principal import Principal
+from gateway.identity.principal import Principal, PrincipalMemo
 from gateway.identity.service import IdentityService
 from gateway.pipeline.reasons import Deny, Reason
 from gateway.sessions.cookies import read_session_token, set_session_cookie
@@ -48,6 +48,9 @@ class Authenticator:
     cookie: CookieConfig
     jwt_issuers: JwtIssuers | None = None
     """External JWT issuers; None (or none configured): a non-`gw_` bearer is not read."""
+    _principals: PrincipalMemo = field(
+        default_factory=PrincipalMemo, init=False, repr=False, compare=False
+    )
 
     async def authenticate(
         self, request: web.BaseRequest, tenant_slug: str | None
@@ -102,15 +105,20 @@ class Authenticator:
         # SECURITY: a key is bound to its tenant; naming another tenant is tenant confusion.
         if tenant_slug is not None and tenant_slug != found.tenant.slug:
             return Deny(Reason.NOT_A_MEMBER)
-        return Principal(
-            kind="service_account",
-            id=found.service_account.id,
-            email=None,
-            tenant=found.tenant,
-            roles=found.roles,
-            auth_method="api_key",
-            key_id=found.key_id,
-        )
+        memo_key = ("key", found.key_id)
+        principal = self._principals.get(memo_key, found, None)
+        if principal is None:
+            principal = Principal(
+                kind="service_account",
+                id=found.service_account.id,
+                email=None,
+                tenant=found.tenant,
+                roles=found.roles,
+                auth_method="api_key",
+                key_id=found.key_id,
+            )
+            self._principals.put(memo_key, found, None, principal)
+        return principal
 
     async def from_session(
         self, record: SessionRecord, tenant_slug: str | None
@@ -122,16 +130,21 @@ class Authenticator:
         # SECURITY: membership of the resolved tenant is required; anything else is 403.
         if isinstance(found, NoMembership):
             return Deny(Reason.NOT_A_MEMBER)
-        return Principal(
-            kind="user",
-            id=found.user.id,
-            email=found.user.email,
-            tenant=found.tenant,
-            roles=found.roles,
-            auth_method="session",
-            session=record,
-            is_operator=found.is_operator,
-        )
+        memo_key = ("session", record.id, found.tenant.id)
+        principal = self._principals.get(memo_key, record, found)
+        if principal is None:
+            principal = Principal(
+                kind="user",
+                id=found.user.id,
+                email=found.user.email,
+                tenant=found.tenant,
+                roles=found.roles,
+                auth_method="session",
+                session=record,
+                is_operator=found.is_operator,
+            )
+            self._principals.put(memo_key, record, found, principal)
+        return principal
 
 
 def session_cookie_header(token: str, config: CookieConfig) -> str:

@@ -3,16 +3,23 @@ never staler than the oldest entry it was built from, forgotten on every change 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from gateway.audit.events import Actor, RequestContext
+from gateway.config import CookieConfig
+from gateway.identity.authn import Authenticator
 from gateway.identity.directory import MEMBERSHIP_CHANGED, Directory, NoMembership, TenantMember
 from gateway.identity.passwords import Argon2Params, PasswordHasher
+from gateway.identity.principal import Principal
 from gateway.identity.service import IdentityService
+from gateway.sessions.models import SessionRecord
+from gateway.sessions.service import SessionService
 from gateway.storage.sqlite.database import SqliteDatabase
 from gateway.storage.sqlite.identity import SqliteIdentityStore
 from tests.support.clock import ManualClock
@@ -145,3 +152,34 @@ async def test_refusals_are_answered_and_not_remembered(world: World) -> None:
         NoMembership.NOT_A_MEMBER
     )
     assert world.reads == ["roles"]
+
+
+def authenticator(world: World) -> Authenticator:
+    # from_session reads the directory only; the session service is not consulted.
+    return Authenticator(world.service, world.directory, cast(SessionService, None), CookieConfig())
+
+
+def session_record(world: World, last_seen: float) -> SessionRecord:
+    return SessionRecord(
+        id="s_1", token_hash="h", user_id=world.user_id, tenant_id=world.tenant_id,
+        created_at=world.clock.now, last_seen_at=last_seen, expires_at=world.clock.now + 3600,
+        idle_timeout=600,
+    )  # fmt: skip
+
+
+async def test_a_principal_is_reused_only_while_made_of_the_same_objects(world: World) -> None:
+    authn = authenticator(world)
+    record = session_record(world, world.clock.now)
+    first = await authn.from_session(record, None)
+    assert isinstance(first, Principal) and first.roles == ("admin",)
+    assert await authn.from_session(record, None) is first  # the same record and membership
+    touched = dataclasses.replace(record, last_seen_at=world.clock.now + 1)
+    second = await authn.from_session(touched, None)
+    assert second is not first and isinstance(second, Principal)
+    assert second.session is touched
+    await world.set_roles("viewer")
+    await world.directory.on_change(
+        MEMBERSHIP_CHANGED, {"tenant_id": world.tenant_id, "user_id": world.user_id}
+    )
+    third = await authn.from_session(touched, None)  # a new membership object
+    assert isinstance(third, Principal) and third.roles == ("viewer",)
