@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -65,3 +66,40 @@ class AuditEvent:
             "request_id": self.context.request_id,
             "details": self.details,
         }
+
+
+ANONYMOUS = Actor("anonymous")
+
+
+class ClockedEvents:
+    """Mixin for a service with a `_clock`: its audit events, stamped with that clock."""
+
+    _clock: Callable[[], float]
+
+    def _event(
+        self,
+        action: str,
+        actor: Actor,
+        ctx: RequestContext,
+        tenant_id: str | None,
+        target: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        outcome: Outcome = "success",
+    ) -> AuditEvent:
+        """An event stamped with the service clock (`details` must hold no secrets)."""
+        return AuditEvent(
+            action, actor, outcome, tenant_id, target, ctx, dict(details or {}), ts=self._clock()
+        )
+
+    def _account_event(
+        self,
+        action: str,
+        user_id: str | None,
+        ctx: RequestContext,
+        details: Mapping[str, Any] | None = None,
+        outcome: Outcome = "success",
+    ) -> AuditEvent:
+        """An event about a user's own account: the user acts on themself (anonymous when no
+        user is known); no tenant."""
+        actor = Actor("user", user_id) if user_id else ANONYMOUS
+        return self._event(action, actor, ctx, None, user_id, details, outcome)

@@ -27,7 +27,7 @@ import segno
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.audit.events import Actor, AuditEvent, Outcome, RequestContext
+from gateway.audit.events import ClockedEvents, RequestContext
 from gateway.identity.errors import Conflict, IdentityError
 from gateway.identity.models import User
 from gateway.identity.records import MfaRecord
@@ -149,7 +149,7 @@ class Enrollment:
     recovery_codes: tuple[str, ...] = field(repr=False)
 
 
-class MfaService:
+class MfaService(ClockedEvents):
     """TOTP MFA over the identity store; every change and every check is audited."""
 
     def __init__(
@@ -180,7 +180,7 @@ class MfaService:
         hashes = tuple(recovery_hash(user.id, c) for c in codes)
         try:
             await self._store.put_mfa_enrollment(
-                record, hashes, self._event("mfa.enroll", user.id, ctx)
+                record, hashes, self._account_event("mfa.enroll", user.id, ctx)
             )
         except Conflict:
             raise MfaAlreadyEnabled() from None
@@ -193,7 +193,7 @@ class MfaService:
         if record is None or record.enabled:
             raise MfaNotEnrolled()
         step = self._step(record, code)
-        event = self._event("mfa.enable", user_id, ctx)
+        event = self._account_event("mfa.enable", user_id, ctx)
         if step is None or not await self._store.enable_mfa(user_id, self._clock(), step, event):
             await self._failed("mfa.enable", user_id, ctx)
             raise MfaCodeInvalid()
@@ -219,7 +219,7 @@ class MfaService:
         if await self._use(user_id, code, "mfa.verify", ctx) is None:
             await self._failed("mfa.disable", user_id, ctx)
             raise MfaCodeInvalid()
-        await self._store.delete_mfa(user_id, self._event("mfa.disable", user_id, ctx))
+        await self._store.delete_mfa(user_id, self._account_event("mfa.disable", user_id, ctx))
 
     async def _use(
         self,
@@ -235,11 +235,11 @@ class MfaService:
         code = code.strip()
         if _TOTP_RE.fullmatch(code):
             step = self._step(record, code)
-            event = self._event(action, user_id, ctx, {"method": "totp", **(extra or {})})
+            event = self._account_event(action, user_id, ctx, {"method": "totp", **(extra or {})})
             if step is not None and await self._store.use_totp_step(user_id, step, event):
                 return "totp"
             return None
-        event = self._event(action, user_id, ctx, {"method": "recovery", **(extra or {})})
+        event = self._account_event(action, user_id, ctx, {"method": "recovery", **(extra or {})})
         hashed = recovery_hash(user_id, code)
         if await self._store.use_recovery_code(user_id, hashed, self._clock(), event):
             return "recovery"
@@ -258,18 +258,5 @@ class MfaService:
         ctx: RequestContext,
         details: dict[str, str] | None = None,
     ) -> None:
-        event = self._event(action, user_id, ctx, details, outcome="failure")
+        event = self._account_event(action, user_id, ctx, details, outcome="failure")
         await self._store.append_audit(event)
-
-    def _event(
-        self,
-        action: str,
-        user_id: str,
-        ctx: RequestContext,
-        details: dict[str, str] | None = None,
-        outcome: Outcome = "success",
-    ) -> AuditEvent:
-        actor = Actor("user", user_id)
-        return AuditEvent(
-            action, actor, outcome, None, user_id, ctx, dict(details or {}), ts=self._clock()
-        )

@@ -23,7 +23,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.audit.events import Actor, AuditEvent, RequestContext
+from gateway.audit.events import Actor, ClockedEvents, RequestContext
 from gateway.config.sections import OidcProviderConfig
 from gateway.identity.errors import Conflict, InvalidInput
 from gateway.identity.models import AuthResult, Membership, User, new_id
@@ -105,7 +105,7 @@ def verified_email(claims: Mapping[str, Any], config: OidcProviderConfig) -> str
     return email
 
 
-class OidcAccounts:
+class OidcAccounts(ClockedEvents):
     """Finds or (just in time) creates the account and membership an ID token signs in to."""
 
     def __init__(
@@ -174,16 +174,3 @@ class OidcAccounts:
         except Conflict:
             raise LoginRefused("concurrent-creation") from None
         return user
-
-    def _event(
-        self,
-        action: str,
-        actor: Actor,
-        ctx: RequestContext,
-        tenant_id: str | None,
-        target: str | None,
-        details: dict[str, Any],
-    ) -> AuditEvent:
-        return AuditEvent(
-            action, actor, "success", tenant_id, target, ctx, details, ts=self._clock()
-        )

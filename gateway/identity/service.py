@@ -14,9 +14,7 @@ and the read-only lookups.
 
 from __future__ import annotations
 
-from typing import Final
-
-from gateway.audit.events import Actor, RequestContext
+from gateway.audit.events import ANONYMOUS, Actor, RequestContext
 from gateway.identity import apikeys
 from gateway.identity.errors import Conflict, InvitationInvalid
 from gateway.identity.models import (
@@ -34,8 +32,6 @@ from gateway.identity.service_keys import ServiceAccounts
 from gateway.identity.validation import normalize_email, normalize_slug, validate_role
 
 __all__ = ["INVITATION_TTL", "IdentityService"]
-
-ANONYMOUS: Final = Actor("anonymous")
 
 
 class IdentityService(ServiceAccounts, Administration):

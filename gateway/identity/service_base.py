@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
-from gateway.audit.events import Actor, AuditEvent, Outcome, RequestContext
+from gateway.audit.events import ClockedEvents
 from gateway.identity.errors import InvalidInput, NotFound, PasswordRejected
 from gateway.identity.models import Tenant, UserCredentials
 from gateway.identity.passwords import PasswordHasher, PasswordPolicyError, check_password_policy
@@ -32,7 +32,7 @@ INVITATION_TTL: Final = 7 * 24 * 3600.0
 """Default lifetime of an invitation, in seconds."""
 
 
-class IdentityBase:
+class IdentityBase(ClockedEvents):
     """Identity operations over an `IdentityStore` and a `PasswordHasher`.
 
     `clock` gives the current time in epoch seconds (injectable for tests); every timestamp
@@ -76,18 +76,3 @@ class IdentityBase:
         except InvalidInput:
             return None
         return await self._store.get_user_by_email(normalized)
-
-    def _event(
-        self,
-        action: str,
-        actor: Actor,
-        ctx: RequestContext,
-        tenant_id: str | None,
-        target: str | None = None,
-        details: dict[str, Any] | None = None,
-        outcome: Outcome = "success",
-    ) -> AuditEvent:
-        """An event stamped with the service clock (`details` must hold no secrets)."""
-        return AuditEvent(
-            action, actor, outcome, tenant_id, target, ctx, details or {}, ts=self._clock()
-        )

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import ClassVar, Final
 
-from gateway.audit.events import Actor, AuditEvent, Outcome, RequestContext
+from gateway.audit.events import ClockedEvents, RequestContext
 from gateway.identity import apikeys
 from gateway.identity.errors import IdentityError, InvalidInput, NotFound, PasswordRejected
 from gateway.identity.models import User
@@ -29,7 +29,6 @@ __all__ = ["RESET_TTL", "VERIFY_TTL", "AccountService", "TokenInvalid", "WrongPa
 RESET_TTL: Final = 30 * 60.0
 VERIFY_TTL: Final = 24 * 3600.0
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
-ANONYMOUS: Final = Actor("anonymous")
 
 
 def _redeemable(token: EmailToken, purpose: TokenPurpose, now: float) -> bool:
@@ -56,7 +55,7 @@ class WrongPassword(IdentityError):
         super().__init__("the current password is not correct")
 
 
-class AccountService:
+class AccountService(ClockedEvents):
     """Self-service account operations; every one is audited."""
 
     def __init__(
@@ -85,7 +84,9 @@ class AccountService:
             credentials = None
         if credentials is None:
             # SECURITY: enumeration; the same answer (and no mail) for unknown addresses.
-            await self._store.append_audit(self._event("auth.password_reset_request", None, ctx))
+            await self._store.append_audit(
+                self._account_event("auth.password_reset_request", None, ctx)
+            )
             return
         user = credentials.user
         token = await self._issue(user, RESET, "auth.password_reset_request", ctx)
@@ -104,7 +105,7 @@ class AccountService:
         _, user = await self._lookup(token, RESET, ctx)
         self._check_password(password, user.email)
         new_hash = await self._hasher.hash(password)
-        event = self._event("auth.password_reset", user.id, ctx)
+        event = self._account_event("auth.password_reset", user.id, ctx)
         redeemed = await self._store.redeem_email_token(
             apikeys.hash_secret(token), RESET, self._clock(), event, password_hash=new_hash
         )
@@ -123,12 +124,12 @@ class AccountService:
             raise NotFound("user")
         verified = await self._hasher.verify(credentials.password_hash, current)
         if not verified.ok:
-            event = self._event("auth.password_change", user_id, ctx, outcome="failure")
+            event = self._account_event("auth.password_change", user_id, ctx, outcome="failure")
             await self._store.append_audit(event)
             raise WrongPassword()
         self._check_password(new, credentials.user.email)
         new_hash = await self._hasher.hash(new)
-        event = self._event("auth.password_change", user_id, ctx)
+        event = self._account_event("auth.password_change", user_id, ctx)
         await self._store.update_password_hash(user_id, new_hash, event)
         return credentials.user
 
@@ -146,7 +147,7 @@ class AccountService:
     async def verify_email(self, token: str, ctx: RequestContext) -> User:
         """Marks the address verified with a verification token; `TokenInvalid` otherwise."""
         _, user = await self._lookup(token, VERIFY, ctx)
-        event = self._event("auth.email_verify", user.id, ctx)
+        event = self._account_event("auth.email_verify", user.id, ctx)
         redeemed = await self._store.redeem_email_token(
             apikeys.hash_secret(token), VERIFY, self._clock(), event
         )
@@ -161,7 +162,7 @@ class AccountService:
         token = secrets.token_urlsafe(32)
         now = self._clock()
         record = EmailToken(user.id, purpose, user.email, now, now + self._ttl[purpose])
-        event = self._event(action, user.id, ctx, {"expires_at": record.expires_at})
+        event = self._account_event(action, user.id, ctx, {"expires_at": record.expires_at})
         await self._store.create_email_token(record, apikeys.hash_secret(token), event)
         return token
 
@@ -189,17 +190,4 @@ class AccountService:
             raise PasswordRejected(exc.message) from None
 
     async def _failed(self, action: str, ctx: RequestContext) -> None:
-        await self._store.append_audit(self._event(action, None, ctx, outcome="failure"))
-
-    def _event(
-        self,
-        action: str,
-        user_id: str | None,
-        ctx: RequestContext,
-        details: dict[str, float] | None = None,
-        outcome: Outcome = "success",
-    ) -> AuditEvent:
-        actor = Actor("user", user_id) if user_id else ANONYMOUS
-        return AuditEvent(
-            action, actor, outcome, None, user_id, ctx, dict(details or {}), ts=self._clock()
-        )
+        await self._store.append_audit(self._account_event(action, None, ctx, outcome="failure"))
