@@ -188,18 +188,29 @@ def measure(row: Row, wrk: str, args: argparse.Namespace, children: list[tp.Chil
 
     if args.warmup > 0:
         load(args.warmup)
-    before = {c.name: tp.group_cpu_seconds(c.pid) for c in children}
+    before = {c.name: tp.group_cpu_split(c.pid) for c in children}
     result = load(args.duration)
     for child in children:
         child.check_alive()
-    cpu = {
-        c.name: round((tp.group_cpu_seconds(c.pid) - before[c.name]) * 1e3 / result.requests, 4)
-        for c in children
+    after = {c.name: tp.group_cpu_split(c.pid) for c in children}
+    spent = {
+        name: (after[name][0] - user, after[name][1] - system)
+        for name, (user, system) in before.items()
+    }
+    cpu = {name: round(sum(split) * 1e3 / result.requests, 4) for name, split in spent.items()}
+    kernel = {
+        name: round(system / (user + system), 3) if user + system > 0 else 0.0
+        for name, (user, system) in spent.items()
     }
     if result.non_2xx or result.errors:
         bad = f"{result.non_2xx} non-2xx, {result.errors} errors"
         print(f"  WARNING {name}: {bad}", file=sys.stderr)
-    return {"target": name, **result.to_json(), "server_cpu_ms_per_request": cpu}
+    return {
+        "target": name,
+        **result.to_json(),
+        "server_cpu_ms_per_request": cpu,
+        "server_kernel_share": kernel,
+    }
 
 
 def ratios(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -228,16 +239,18 @@ def _cpu_owner(target: str) -> str:
 def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"{'target':<11} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'÷nginx':>7} "
-        f"{'p99÷ng':>7} {'CPU µs':>9} {'bad':>4}",
-        "-" * 68,
+        f"{'p99÷ng':>7} {'CPU µs':>9} {'kernel':>7} {'bad':>4}",
+        "-" * 76,
     ]
     for row in report["results"]:
         r = report["ratios"].get(f"{row['target']}/nginx", {})
         cpu = row["server_cpu_ms_per_request"]
-        gw_cpu = cpu.get(_cpu_owner(row["target"]), 0) * 1e3
+        owner = _cpu_owner(row["target"])
+        gw_cpu = cpu.get(owner, 0) * 1e3
+        kernel = row.get("server_kernel_share", {}).get(owner, 0.0)
         lines.append(
             f"{row['target']:<11} {row['rps']:>9,.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} "
-            f"{r.get('rps', 1.0):>7.3f} {r.get('p99', 1.0):>7.2f} {gw_cpu:>9.0f} "
+            f"{r.get('rps', 1.0):>7.3f} {r.get('p99', 1.0):>7.2f} {gw_cpu:>9.0f} {kernel:>7.0%} "
             f"{row['non_2xx'] + row['errors']:>4}"
         )
     mem = report["gateway_memory_kib"]

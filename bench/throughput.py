@@ -298,8 +298,14 @@ class Child:
 
 def group_cpu_seconds(pgid: int) -> float:
     """User + system CPU seconds of every live process in process group `pgid` (Linux)."""
+    user, system = group_cpu_split(pgid)
+    return user + system
+
+
+def group_cpu_split(pgid: int) -> tuple[float, float]:
+    """User and system CPU seconds, apart, of every live process in group `pgid` (Linux)."""
     ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    total = 0
+    user = system = 0
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
         if not entry.name.isdigit():
             continue
@@ -310,8 +316,9 @@ def group_cpu_seconds(pgid: int) -> float:
         fields = stat.rsplit(")", 1)[1].split()
         # fields[0] is state (field 3); pgrp is field 5, utime 14, stime 15.
         if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
+            user += int(fields[11])
+            system += int(fields[12])
+    return user / ticks, system / ticks
 
 
 def _http_status(url: str, timeout: float = 2.0) -> int:
