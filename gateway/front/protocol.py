@@ -194,6 +194,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def __init__(self, settings: FrontSettings) -> None:
         self.settings = settings
+        self.loop = asyncio.get_running_loop()  # once: each call costs a getpid() syscall
         self.transport: asyncio.Transport | None = None
         self.remote: str | None = None
         self.local_host = ""
@@ -221,7 +222,7 @@ class FrontProtocol(asyncio.Protocol):
             host = f"[{local[0]}]" if ":" in local[0] else local[0]
             self.local_host = f"{host}:{local[1]}"
         self.settings.connections.add(self)
-        self._idle_since = asyncio.get_running_loop().time()
+        self._idle_since = self.loop.time()
         self._arm(self.settings.keepalive_timeout, self._idle_timed_out)
 
     def data_received(self, data: bytes) -> None:
@@ -300,7 +301,7 @@ class FrontProtocol(asyncio.Protocol):
         self.started = False
         keep_alive = self.head.keep_alive and request.version == HttpVersion11
         answer = fast.verify if self.verify else fast.serve
-        self.task = task = asyncio.get_running_loop().create_task(answer(request, self, keep_alive))
+        self.task = task = self.loop.create_task(answer(request, self, keep_alive))
         task.add_done_callback(self._served)
 
     def _parse(self, head: bytes) -> FastRequest | str:
@@ -359,7 +360,7 @@ class FrontProtocol(asyncio.Protocol):
             assert self.transport is not None
             self.transport.resume_reading()
         self._set_idle()
-        self._idle_since = asyncio.get_running_loop().time()
+        self._idle_since = self.loop.time()
         if self._timer is None:
             self._arm(self.settings.keepalive_timeout, self._idle_timed_out)
         self._next()
@@ -388,7 +389,7 @@ class FrontProtocol(asyncio.Protocol):
     def _arm(self, delay: float | None, callback: Callable[[], None], kind: str = "idle") -> None:
         self._disarm()
         if delay:
-            self._timer = asyncio.get_running_loop().call_later(delay, callback)
+            self._timer = self.loop.call_later(delay, callback)
             self._timer_kind = kind
 
     def _disarm(self) -> None:
@@ -404,7 +405,7 @@ class FrontProtocol(asyncio.Protocol):
         self._timer = None
         if self.task is not None or self.transport is None or self.lost:
             return
-        now = asyncio.get_running_loop().time()
+        now = self.loop.time()
         left = self._idle_since + self.settings.keepalive_timeout - now
         if left > 0:
             self._arm(left, self._idle_timed_out)
@@ -428,7 +429,7 @@ class FrontProtocol(asyncio.Protocol):
     def idle_waiter(self) -> asyncio.Future[None]:
         """A future done once no request is in progress (or the connection is gone)."""
         if self._idle is None or self._idle.done():
-            self._idle = asyncio.get_running_loop().create_future()
+            self._idle = self.loop.create_future()
             if self.task is None or self.lost:
                 self._idle.set_result(None)
         return self._idle

@@ -34,15 +34,11 @@ class UpstreamProtocolError(ConnectionError):
     """The upstream's response could not be parsed, or its framing was ambiguous."""
 
 
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError("the upstream sent nothing in time"))
-
-
 class UpstreamConnection(asyncio.Protocol):
     """An asyncio protocol holding one upstream socket and the exchange in progress on it."""
 
     def __init__(self, on_lost: Callable[[UpstreamConnection], None]) -> None:
+        self.loop = asyncio.get_running_loop()  # once: each call costs a getpid() syscall
         self.transport: asyncio.Transport | None = None
         self.on_lost = on_lost
         self.closed = False
@@ -51,6 +47,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._writes = WriteGate()
         self._read_paused = False
         self._waiter: asyncio.Future[None] | None = None
+        self._deadline: float | None = None  # loop time the pending wait times out at
+        self._timer: asyncio.TimerHandle | None = None
         self.parser: httptools.HttpResponseParser | None = None
         self._reset(head_only=False)
 
@@ -96,6 +94,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.close()
         self.closed = True
+        self._stop_timer()
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -111,6 +110,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self.error = UpstreamClosed("the upstream closed the connection")
         self.keep_alive = False
         self._wake()
+        self._stop_timer()
         self._writes.fail(UpstreamClosed("the upstream closed the connection"))
         self.on_lost(self)
 
@@ -212,17 +212,45 @@ class UpstreamConnection(asyncio.Protocol):
         self._wake()
 
     async def wait(self, idle_limit: float | None) -> None:
-        """Waits for the next event on this connection; TimeoutError after `idle_limit` s."""
-        loop = asyncio.get_running_loop()
+        """Waits for the next event on this connection; TimeoutError after `idle_limit` s.
+
+        The deadline timer is not armed and cancelled per wait (~0.9 µs, once per proxied
+        request): one timer stays armed at or before the pending deadline and, when it fires
+        early (the wait it was armed for has ended), re-arms itself for the deadline of the
+        wait now pending, if any. A wait therefore times out exactly as a timer of its own
+        would.
+        """
+        loop = self.loop
         waiter = self._waiter = loop.create_future()
-        # A plain timer rather than asyncio.timeout(): this runs twice per proxied request.
-        timer = loop.call_later(idle_limit, _expire, waiter) if idle_limit is not None else None
+        if idle_limit is None:
+            self._deadline = None
+        else:
+            self._deadline = deadline = loop.time() + idle_limit
+            timer = self._timer
+            if timer is None or timer.when() > deadline:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = loop.call_at(deadline, self._deadline_reached)
         try:
             await waiter
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
+
+    def _deadline_reached(self) -> None:
+        """The timer fired: the pending wait times out, or the timer moves to its deadline."""
+        self._timer = None
+        waiter, deadline = self._waiter, self._deadline
+        if waiter is None or waiter.done() or deadline is None:
+            return
+        if self.loop.time() < deadline:
+            self._timer = self.loop.call_at(deadline, self._deadline_reached)
+        else:
+            waiter.set_exception(TimeoutError("the upstream sent nothing in time"))
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def read_head(self, idle_limit: float | None) -> None:
         """Returns once the final response head is parsed; raises the exchange's error."""

@@ -85,12 +85,11 @@ class UpstreamPool:
         """A connection to `origin` and whether it was reused (`fresh`: never reuse)."""
         idle = self._idle.get(origin)
         if idle and not fresh:
-            now = asyncio.get_running_loop().time()
             while idle:
                 conn = idle.pop()
                 if conn.closed:
                     continue
-                if now - conn.idle_since > self.idle_timeout:
+                if conn.loop.time() - conn.idle_since > self.idle_timeout:
                     conn.close()
                     continue
                 return conn, True
@@ -127,7 +126,7 @@ class UpstreamPool:
             conn.close()
             return
         conn.parser = None  # SECURITY: any byte arriving while idle closes the connection
-        conn.idle_since = asyncio.get_running_loop().time()
+        conn.idle_since = conn.loop.time()
         idle.append(conn)
 
     def _lost(self, conn: UpstreamConnection) -> None:

@@ -28,7 +28,7 @@ from gateway.proxy.conn import HIGH_WATER, UpstreamClosed, UpstreamProtocolError
 from gateway.proxy.exchange import Exchange, HeaderInjection, encode_head, request_framing
 from gateway.proxy.pool import Origin, UpstreamPool
 from tests.support.net import free_port
-from tests.support.raw_upstream import RawConn, respond_always, run_raw_upstream
+from tests.support.raw_upstream import Handler, RawConn, respond_always, run_raw_upstream
 from tests.support.upstream import EchoUpstream, expected_download_sha256
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -264,6 +264,61 @@ async def test_slow_headers_time_out(pool: UpstreamPool) -> None:
     async with run_raw_upstream(silent) as up:
         with pytest.raises(TimeoutError):
             await fetch(pool, up.url + "/", read_timeout=0.2)
+
+
+def _answer_after(*delays: float) -> Handler:
+    """Answers each request `delays[i]` seconds after reading it; silent after the last."""
+
+    async def handle(conn: RawConn) -> None:
+        for delay in delays:
+            if await conn.read_request() is None:
+                return
+            await asyncio.sleep(delay)  # the upstream's own slowness: the fault under test
+            await conn.send(OK)
+        await conn.read_request()
+        await conn.reader.read()  # never answers
+
+    return handle
+
+
+async def test_an_early_timer_does_not_end_a_wait_before_its_deadline(
+    pool: UpstreamPool,
+) -> None:
+    # The timer armed for the first wait (at +0.4 s) fires while the second is pending
+    # (its deadline at +0.6 s): it must move on to that deadline, not time the wait out.
+    async with run_raw_upstream(_answer_after(0.2, 0.3)) as up:
+        url = up.url + "/"
+        assert (await fetch(pool, url, read_timeout=0.4)).body == b"ok"
+        second = await fetch(pool, url, read_timeout=0.4)
+        assert (second.body, second.reused) == (b"ok", True)
+
+
+async def test_an_early_timer_still_times_the_pending_wait_out(pool: UpstreamPool) -> None:
+    # Same timeline, but the second request is never answered: it must time out about
+    # 0.4 s after it started (not when the first wait's timer fires, and not never).
+    async with run_raw_upstream(_answer_after(0.2)) as up:
+        url = up.url + "/"
+        assert (await fetch(pool, url, read_timeout=0.4)).body == b"ok"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(5):  # a lost deadline fails here instead of hanging
+            with pytest.raises(TimeoutError):
+                await fetch(pool, url, read_timeout=0.4)
+        assert 0.35 <= loop.time() - started < 2.0
+        assert up.connections == 1
+
+
+async def test_a_shorter_read_deadline_replaces_a_later_timer(pool: UpstreamPool) -> None:
+    async with run_raw_upstream(_answer_after(0.0)) as up:
+        url = up.url + "/"
+        assert (await fetch(pool, url, read_timeout=30.0)).body == b"ok"  # timer at +30 s
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(5):
+            with pytest.raises(TimeoutError):
+                await fetch(pool, url, read_timeout=0.2)
+        assert loop.time() - started < 2.0
+        assert up.connections == 1
 
 
 async def _answer_then_drop(conn: RawConn) -> None:
