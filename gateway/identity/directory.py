@@ -7,7 +7,7 @@ bus announces a change. Negative answers are cached too, for the same bound, so 
 of unknown slugs cannot turn into a flood of queries. A session's whole standing in a tenant
 (tenant, user, roles, operator flag) is also remembered as one entry (`membership`), valid
 until the oldest of the entries it was built from expires; a lookup it answers counts as one
-directory cache hit.
+directory cache hit. Concurrent misses on one key share a single read of the store.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from gateway.identity.models import ApiKeyPrincipal, Tenant, User
 from gateway.identity.service import IdentityService
 from gateway.observability.metrics import DIRECTORY_CACHE
 from gateway.storage.ports import BUS_DISCONNECTED, BUS_RESYNC, DEGRADED_CACHE_TTL
+from gateway.storage.singleflight import SingleFlight
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -33,7 +34,11 @@ TENANT_CHANGED = "tenant.changed"  # {"tenant_id": str}
 
 
 class TtlCache(Generic[K, V]):
-    """An LRU map whose entries expire `ttl` seconds after they were loaded."""
+    """An LRU map whose entries expire `ttl` seconds after they were loaded.
+
+    Concurrent misses on one key share a single `load()` (`SingleFlight`). A load that an
+    invalidation (`drop`, `clear`) overtook is not cached, and nobody joins it afterwards.
+    """
 
     def __init__(self, ttl: float, max_entries: int, clock: Callable[[], float]) -> None:
         self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
@@ -41,6 +46,8 @@ class TtlCache(Generic[K, V]):
         self.base_ttl = ttl
         self.max_entries = max_entries
         self.clock = clock
+        self._flights: SingleFlight[K, V] = SingleFlight()
+        self._epoch = 0  # bumped by every invalidation
 
     async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         """The cached value if fresh, else `load()`'s result (cached, even when None)."""
@@ -51,11 +58,16 @@ class TtlCache(Generic[K, V]):
             DIRECTORY_CACHE.hit()
             return hit[1]
         DIRECTORY_CACHE.miss()
+        return await self._flights.run(key, lambda: self._load(key, load, now, self._epoch))
+
+    async def _load(self, key: K, load: Callable[[], Awaitable[V]], now: float, epoch: int) -> V:
         value = await load()
-        self._data[key] = (now, value)
-        self._data.move_to_end(key)
-        while len(self._data) > self.max_entries:
-            self._data.popitem(last=False)
+        # SECURITY: a change announced while this was read may concern it: not kept.
+        if epoch == self._epoch:
+            self._data[key] = (now, value)
+            self._data.move_to_end(key)
+            while len(self._data) > self.max_entries:
+                self._data.popitem(last=False)
         return value
 
     def loaded_at(self, key: K) -> float:
@@ -64,12 +76,19 @@ class TtlCache(Generic[K, V]):
         return hit[0] if hit is not None else float("-inf")
 
     def drop(self, predicate: Callable[[K], bool]) -> None:
-        """Forgets every entry whose key matches."""
+        """Forgets every entry whose key matches, and every load in flight."""
+        self._invalidate()
         for key in [k for k in self._data if predicate(k)]:
             del self._data[key]
 
     def clear(self) -> None:
+        """Forgets everything, loads in flight included."""
+        self._invalidate()
         self._data.clear()
+
+    def _invalidate(self) -> None:
+        self._epoch += 1
+        self._flights.forget()
 
 
 class TenantMember(NamedTuple):

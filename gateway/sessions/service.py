@@ -39,6 +39,7 @@ from gateway.storage.ports import (
     SessionStore,
     StoreUnavailable,
 )
+from gateway.storage.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,9 @@ the idle timeout is minutes, so a session may look idle up to this much earlier.
 class SessionService:
     """Sessions over a `SessionStore`, with a local cache invalidated through a `ChangeBus`.
 
-    The hot path (`authenticate`) reads the cache; it writes to the store at most once per
-    `touch_interval` (or per 10% of the idle timeout, if shorter) per session.
+    The hot path (`authenticate`) reads the cache; concurrent misses on one token share a
+    single store read (never one begun before an invalidation); it writes to the store at
+    most once per `touch_interval` (or per 10% of the idle timeout, if shorter) per session.
     """
 
     def __init__(
@@ -84,6 +86,9 @@ class SessionService:
         self._touch_interval = touch_interval
         self.cache = SessionCache(cache_size, cache_ttl, clock)
         self._cache_ttl = cache_ttl
+        # Keyed by (token hash, cache generation): a read begun before an invalidation is
+        # never joined by a request that came after it.
+        self._loads: SingleFlight[tuple[str, int], CacheEntry | None] = SingleFlight()
         self._unsubscribe = bus.subscribe(self._on_change)
 
     def close(self) -> None:
@@ -193,7 +198,12 @@ class SessionService:
             return None
         token_hash = tokens.hash_token(token)
         now = self._clock()
-        entry = self.cache.get(token_hash) or await self._load(token_hash, now)
+        entry = self.cache.get(token_hash) or await self._loads.run(
+            # SECURITY: the generation in the key: no request joins a read that a
+            # revocation has overtaken (it would get the record as it was before).
+            (token_hash, self.cache.generation),
+            lambda: self._load(token_hash, now),
+        )
         if entry is None:
             return None
         # SECURITY: revocation, idle and absolute expiry are re-checked on every request.

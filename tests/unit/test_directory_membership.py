@@ -3,6 +3,7 @@ never staler than the oldest entry it was built from, forgotten on every change 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -114,6 +115,14 @@ async def test_it_expires_with_the_oldest_entry_it_was_built_from(world: World) 
     found = await world.member()
     assert isinstance(found, TenantMember)
     assert found.roles == ("viewer",)
+
+
+async def test_concurrent_requests_on_a_cold_cache_read_once(world: World) -> None:
+    # 20 requests of one user arrive together as the entries expire: one read, not 20.
+    world.clock.now += 2 * TTL
+    found = await asyncio.gather(*[world.member() for _ in range(20)])
+    assert all(isinstance(f, TenantMember) and f.roles == ("admin",) for f in found)
+    assert world.reads == ["roles"]
 
 
 async def test_a_notice_during_the_read_keeps_the_answer_from_being_remembered(

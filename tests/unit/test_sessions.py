@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
@@ -212,6 +213,50 @@ async def test_cache_serves_repeat_requests(
     for _ in range(10):
         assert await service.authenticate(token) is not None
     assert store.lookups == 1
+
+
+async def test_concurrent_misses_share_one_store_read(
+    service: SessionService, store: CountingStore
+) -> None:
+    token, _ = await sign_in(service)
+    service.cache.clear()  # as when the entry expires under load
+    records = await asyncio.gather(*[service.authenticate(token) for _ in range(20)])
+    assert all(r is not None for r in records)
+    assert store.lookups == 1
+
+
+class GatedStore(CountingStore):
+    """Holds the first token lookup, once it has read, until `release` is set."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        super().__init__(db)
+        self.first_read = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def get_by_token_hash(self, token_hash: str) -> SessionRecord | None:
+        record = await super().get_by_token_hash(token_hash)
+        if self.lookups == 1:
+            self.first_read.set()
+            await self.release.wait()
+        return record
+
+
+async def test_no_request_joins_a_read_that_a_revocation_overtook(
+    db: SqliteDatabase, clock: ManualClock
+) -> None:
+    store = GatedStore(db)
+    service = SessionService(store, MemoryChangeBus(), CONFIG, KEY, clock)
+    token, record = await sign_in(service)
+    service.cache.clear()
+    before = asyncio.ensure_future(service.authenticate(token))
+    await store.first_read.wait()  # `before` has read the session while it was live
+    assert await service.revoke(record.id, USER, CTX, tenant_id=None)
+    after = asyncio.ensure_future(service.authenticate(token))
+    await asyncio.sleep(0)  # `after` starts: a read of its own, or (wrongly) joins `before`
+    store.release.set()
+    assert await after is None  # its own read, after the revocation
+    assert await before is not None  # read before it: the request raced the revocation
+    assert store.lookups == 2
 
 
 async def test_unreadable_store_raises_store_unavailable(
