@@ -229,11 +229,23 @@ def ratios(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     }
 
 
-def _cpu_owner(target: str) -> str:
-    """Whose CPU the report's per-request column shows for a row."""
+def _cpu_owner(target: str) -> str | None:
+    """Whose CPU the report's per-request columns show for a row (None: no proxy of ours)."""
+    if target in ("upstream", "nginx"):
+        return None
     if target.startswith("base-"):
         return "baseline"
     return "py-floor" if target == "py-floor" else "gateway"
+
+
+def _cpu_columns(row: dict[str, Any]) -> str:
+    """The `CPU µs` and `kernel` cells of a row: its proxy's CPU per request, system share."""
+    owner = _cpu_owner(row["target"])
+    if owner is None:
+        return f"{'-':>9} {'-':>7}"
+    cpu = row["server_cpu_ms_per_request"].get(owner, 0) * 1e3
+    kernel = row.get("server_kernel_share", {}).get(owner, 0.0)
+    return f"{cpu:>9.0f} {kernel:>7.0%}"
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -244,13 +256,9 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     for row in report["results"]:
         r = report["ratios"].get(f"{row['target']}/nginx", {})
-        cpu = row["server_cpu_ms_per_request"]
-        owner = _cpu_owner(row["target"])
-        gw_cpu = cpu.get(owner, 0) * 1e3
-        kernel = row.get("server_kernel_share", {}).get(owner, 0.0)
         lines.append(
             f"{row['target']:<11} {row['rps']:>9,.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} "
-            f"{r.get('rps', 1.0):>7.3f} {r.get('p99', 1.0):>7.2f} {gw_cpu:>9.0f} {kernel:>7.0%} "
+            f"{r.get('rps', 1.0):>7.3f} {r.get('p99', 1.0):>7.2f} {_cpu_columns(row)} "
             f"{row['non_2xx'] + row['errors']:>4}"
         )
     mem = report["gateway_memory_kib"]

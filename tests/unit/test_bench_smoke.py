@@ -145,3 +145,27 @@ def test_instructions_per_request_cancels_what_every_run_pays(
 
     monkeypatch.setattr(instructions, "count", counted)
     assert instructions.per_request(Path("."), "gw-public", 200, 1000, "python") == per_request
+
+
+def test_full_report_shows_the_proxys_cpu_and_its_kernel_share() -> None:
+    from bench.full import format_report
+
+    def row(target: str, cpu: dict[str, float], kernel: dict[str, float]) -> dict[str, object]:
+        return {
+            "target": target, "rps": 1000.0, "p50_ms": 1.0, "p99_ms": 2.0, "non_2xx": 0,
+            "errors": 0, "server_cpu_ms_per_request": cpu, "server_kernel_share": kernel,
+        }  # fmt: skip
+
+    report = {
+        "results": [
+            row("nginx", {"gateway": 0.0001}, {"gateway": 1.0}),
+            row("gw-public", {"gateway": 0.078, "upstream": 0.02}, {"gateway": 0.22}),
+            row("base-public", {"gateway": 0.001, "baseline": 0.088}, {"baseline": 0.23}),
+        ],
+        "ratios": {},
+        "gateway_memory_kib": {},
+    }
+    lines = {line.split()[0]: line.split() for line in format_report(report).splitlines()[2:5]}
+    assert lines["nginx"][6:8] == ["-", "-"]  # no proxy of ours in that row
+    assert lines["gw-public"][6:8] == ["78", "22%"]
+    assert lines["base-public"][6:8] == ["88", "23%"]
