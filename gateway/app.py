@@ -203,6 +203,7 @@ def setup_proxy_handlers(
         build_proxy_chain(parts, forward_auth_route(config)),
         TrustedProxies(config.trusted_proxies),
         parts.header_names,
+        config.forward_auth.decision_cache_seconds,
     )
     app[VERIFY_HANDLER] = verify
     app[FAST_PATH] = FastPath(services.scopes, chain, forwarder, app.get(HSTS), verify)

@@ -33,6 +33,7 @@ from gateway.config.routes import (
 from gateway.config.sections import (
     AuditConfig,
     CookieConfig,
+    ForwardAuthConfig,
     HostPort,
     JwtIssuerConfig,
     LimitsConfig,
@@ -117,6 +118,7 @@ class GatewayConfig(ConfigModel):
     oidc: OidcConfig = Field(default_factory=OidcConfig)
     jwt_issuers: tuple[JwtIssuerConfig, ...] = ()
     tls: TlsConfig = Field(default_factory=TlsConfig)
+    forward_auth: ForwardAuthConfig = Field(default_factory=ForwardAuthConfig)
 
     @field_validator("public_url")
     @classmethod

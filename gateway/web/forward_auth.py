@@ -8,15 +8,21 @@ same stages as a proxied request: 200 with the identity headers (and the asserti
 upstream, or the denial (401, 403, 429, 503). nginx treats any answer but 2xx/401/403 as an
 error, so when it asks (`X-Original-URI`) an unauthenticated browser gets 401 and nginx's
 `error_page 401` sends it to the login page.
+
+With `forward_auth.decision_cache_seconds` > 0 every answer says how long the proxy may reuse
+it (`X-Accel-Expires`, which nginx's `proxy_cache` obeys; 0 for every answer that must not be
+reused; see `decision_lifetime`).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from gateway.identity.signing_keys import ASSERTION_LIFETIME
 from gateway.pipeline.entry import ScopeFactory
 from gateway.pipeline.reasons import Deny, Reason
 from gateway.pipeline.responses import deny_response, json_error
@@ -28,6 +34,15 @@ METHOD_RE = re.compile(r"[A-Z]{1,16}")
 URI_HEADERS = ("X-Original-URI", "X-Forwarded-Uri")
 NGINX_URI_HEADER = "X-Original-URI"
 FORWARD_AUTH_ROUTE = "forward-auth"
+CACHE_LIFETIME_HEADER = "X-Accel-Expires"
+"""How long nginx's `proxy_cache` may keep an answer, in seconds (0: not at all); it takes
+precedence over `Cache-Control` there."""
+REUSABLE_METHODS = frozenset({"GET", "HEAD"})
+API_KEY_DECISION_LIMIT = 1
+"""An API key's expiry is not on its principal; the directory bounds a key's cached
+verification to 1 s for that reason, and a reused decision is held to the same bound."""
+ASSERTION_MARGIN = 10
+"""Seconds of validity a reused assertion must still have when the proxy last uses it."""
 
 
 def _one(request: web.Request, name: str) -> str | None:
@@ -67,13 +82,52 @@ def verified_headers(scope: RequestScope, names: dict[str, str]) -> dict[str, st
     return {name: have.get(name, "") for name in names.values()}
 
 
+def decision_lifetime(scope: RequestScope, limit: int, now: float) -> int:
+    """Whole seconds (at most `limit`) for which the proxy in front may answer requests with
+    the same method, host, URI, credentials and client as this allowed one from this answer.
+
+    0 (ask every time) when the answer carries anything meant for this request alone (a
+    rotated session cookie, rate-limit fields: a limited route must count every request),
+    for a method other than GET and HEAD, and for a credential whose end is not known here
+    (an external JWT). Otherwise at most what is left of the session (idle and absolute
+    expiry) and of the assertion's validity, and 1 s for an API key.
+    """
+    # SECURITY: reused answers skip the whole chain: every case where a skipped check could
+    # come out differently within `limit` seconds, other than a change an operator makes, is 0.
+    if limit <= 0 or scope.method not in REUSABLE_METHODS or scope.response_headers:
+        return 0
+    lifetime = min(limit, ASSERTION_LIFETIME - ASSERTION_MARGIN)
+    principal = scope.principal
+    if principal is None:
+        return lifetime  # a public route: the answer depends on no credential
+    if principal.session is not None:
+        return max(0, min(lifetime, int(principal.session.idle_expires_at - now)))
+    if principal.key_id is not None:
+        return min(lifetime, API_KEY_DECISION_LIMIT)
+    return 0
+
+
+def mark_reuse(response: web.StreamResponse, lifetime: int | None) -> None:
+    """Tells the proxy whether it may reuse `response` (None: decision caching is off)."""
+    if lifetime is None:
+        response.headers["Cache-Control"] = "no-store"
+        return
+    response.headers[CACHE_LIFETIME_HEADER] = str(lifetime)
+    if lifetime == 0:
+        response.headers["Cache-Control"] = "no-store"
+
+
 def make_verify_handler(
     factory: ScopeFactory,
     chain: tuple[Stage, ...],
     trusted: TrustedProxies,
     names: dict[str, str],
+    decision_cache_seconds: int = 0,
+    clock: Callable[[], float] = time.time,
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """The `/.gateway/verify` handler over the forward-auth chain."""
+    """The `/.gateway/verify` handler over the forward-auth chain; its answers may be reused
+    by the proxy for up to `decision_cache_seconds` (`decision_lifetime`)."""
+    caching = decision_cache_seconds > 0
 
     async def verify(request: web.Request) -> web.StreamResponse:
         scope = factory.create(request)
@@ -83,9 +137,13 @@ def make_verify_handler(
                 break
             deny = await stage(scope)
         if deny is not None:
-            return _refusal(request, scope, deny)
+            refusal = _refusal(request, scope, deny)
+            if caching:
+                refusal.headers[CACHE_LIFETIME_HEADER] = "0"
+            return refusal
         response = web.Response(status=200, headers=verified_headers(scope, names))
-        response.headers["Cache-Control"] = "no-store"
+        lifetime = decision_lifetime(scope, decision_cache_seconds, clock()) if caching else None
+        mark_reuse(response, lifetime)
         for name, value in scope.response_headers:
             response.headers.add(name, value)
         return response

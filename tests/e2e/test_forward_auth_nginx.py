@@ -6,14 +6,16 @@ import asyncio
 import contextlib
 import os
 import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.gateway_proc import base_config, run_gateway, stop_process
+from tests.support.gateway_proc import GatewayProcess, base_config, run_gateway, stop_process
 from tests.support.net import free_port, parse_response, raw_request, wait_for_port
 from tests.support.upstream import EchoUpstream, run_echo_upstream
 
@@ -48,10 +50,15 @@ async def run_nginx(tmp: Path, gateway: str, app: str) -> AsyncIterator[str]:
         pytest.skip("nginx is not installed (apt-get install nginx)")
     port = free_port()
     server = EXAMPLE.read_text()
+    # nginx's workers (`nobody` under root) must reach the decision cache: not under pytest's
+    # private temporary directory.
+    cache = Path(tempfile.mkdtemp(prefix="gw-nginx-decisions-"))
+    cache.chmod(0o755)
     for name, value in (
         ("LISTEN_ADDR", f"127.0.0.1:{port}"),
         ("GATEWAY_ADDR", gateway),
         ("APP_ADDR", app),
+        ("CACHE_DIR", str(cache / "decisions")),
     ):
         server = server.replace(name, value)
     (tmp / "server.conf").write_text(server)
@@ -70,19 +77,58 @@ async def run_nginx(tmp: Path, gateway: str, app: str) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await stop_process(proc)
+        shutil.rmtree(cache, ignore_errors=True)
 
 
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+@contextlib.asynccontextmanager
+async def forward_auth_stack(
+    tmp_path: Path, decision_cache_seconds: int = 0
+) -> AsyncIterator[dict[str, Any]]:
     async with run_echo_upstream() as app:
         config = base_config(app.url, tmp_path, trusted_proxies=["127.0.0.1/32"])
         config["upstreams"] = []
-        config["rate_limits"] = {"defaults": False}
+        config["rate_limits"] = {"defaults": False, "rules": [LIMITED_RULE]}
+        config["forward_auth"] = {"decision_cache_seconds": decision_cache_seconds}
         async with run_gateway(tmp_path / "gw", config) as gw:
             nginx_dir = tmp_path / "nginx"
             nginx_dir.mkdir()
             async with run_nginx(nginx_dir, f"127.0.0.1:{gw.port}", f"127.0.0.1:{app.port}") as url:
                 yield {"url": url, "app": app, "gateway": gw}
+
+
+LIMITED_RULE = {
+    "name": "limited",
+    "match": {"path": "/limited/*"},
+    "key": ["user"],
+    "rate": "1000/s",
+    "burst": 100,
+}
+DECISION_SECONDS = 2
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    async with forward_auth_stack(tmp_path) as found:
+        yield found
+
+
+@pytest.fixture
+async def cached_stack(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    async with forward_auth_stack(tmp_path, DECISION_SECONDS) as found:
+        yield found
+
+
+async def answered(gw: GatewayProcess) -> int:
+    """Requests the gateway has answered so far, all routes (exact for one worker)."""
+    url = f"http://127.0.0.1:{gw.metrics_port}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        text = await resp.text()
+    return sum(
+        int(s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "gateway_http_requests_total"
+    )
 
 
 def client() -> aiohttp.ClientSession:
@@ -158,3 +204,93 @@ async def test_verify_refuses_untrusted_peers(tmp_path: Path) -> None:
         ):
             assert r.status == 403
             assert (await r.json())["error"]["code"] == "untrusted-proxy"
+
+
+# -- decisions nginx may reuse (forward_auth.decision_cache_seconds) ----------------------------
+
+
+async def test_no_answer_is_reused_when_decision_caching_is_off(stack: dict[str, Any]) -> None:
+    url, app, gw = stack["url"], stack["app"], stack["gateway"]
+    async with client() as http:
+        await signup(http, url, "off@example.test", "acme-off")
+        before = await answered(gw)
+        for _ in range(5):
+            async with http.get(f"{url}/reports/1") as r:
+                assert r.status == 200
+        assert await answered(gw) - before == 5
+    ids = [received_headers(app, i)["x-request-id"] for i in range(-5, 0)]
+    assert len(set(ids)) == 5  # nginx's own id per request
+
+
+def received_headers(app: EchoUpstream, index: int) -> dict[str, str]:
+    return {k.lower(): v for k, v in app.requests[index]["headers"]}
+
+
+async def test_an_allowed_answer_is_reused_for_the_same_credential_only(
+    cached_stack: dict[str, Any],
+) -> None:
+    url, app, gw = cached_stack["url"], cached_stack["app"], cached_stack["gateway"]
+    async with client() as alice, client() as bob:
+        ann = await signup(alice, url, "ann@example.test", "acme-ann")
+        ben = await signup(bob, url, "ben@example.test", "acme-ben")
+        before = await answered(gw)
+        for _ in range(5):
+            async with alice.get(f"{url}/reports/1") as r:
+                assert r.status == 200
+        assert await answered(gw) - before == 1  # asked once, then reused by nginx
+        assert {received_headers(app, i)["x-user-id"] for i in range(-5, 0)} == {ann["user"]["id"]}
+        ids = {received_headers(app, i)["x-request-id"] for i in range(-5, 0)}
+        assert len(ids) == 5  # a reused answer does not repeat a request id
+        async with bob.get(f"{url}/reports/1") as r:  # same URL, another session
+            assert r.status == 200
+        seen = received(app)
+        assert (seen["x-user-id"], seen["x-tenant-slug"]) == (ben["user"]["id"], "acme-ben")
+        assert await answered(gw) - before == 2
+        async with alice.get(f"{url}/reports/2") as r:  # another URL: asked again
+            assert r.status == 200
+        assert await answered(gw) - before == 3
+
+
+async def test_rate_limited_routes_are_asked_every_time(cached_stack: dict[str, Any]) -> None:
+    url, gw = cached_stack["url"], cached_stack["gateway"]
+    async with client() as http:
+        await signup(http, url, "lim@example.test", "acme-lim")
+        before = await answered(gw)
+        for _ in range(3):
+            async with http.get(f"{url}/limited/1") as r:
+                assert r.status == 200
+        assert await answered(gw) - before == 3
+
+
+async def test_denials_are_asked_every_time(cached_stack: dict[str, Any]) -> None:
+    url, gw = cached_stack["url"], cached_stack["gateway"]
+    before = await answered(gw)
+    async with aiohttp.ClientSession() as http:
+        for _ in range(3):
+            async with http.get(f"{url}/reports/1", allow_redirects=False) as r:
+                assert r.status == 302  # to the login page
+    assert await answered(gw) - before == 3
+
+
+async def test_a_revocation_reaches_reused_answers_within_their_lifetime(
+    cached_stack: dict[str, Any],
+) -> None:
+    url = cached_stack["url"]
+    async with client() as http:
+        await signup(http, url, "rev@example.test", "acme-rev")
+        cookie = next(c for c in http.cookie_jar if c.key.startswith("gw_session"))
+        session = {"Cookie": f"{cookie.key}={cookie.value}"}
+        async with http.get(f"{url}/reports/1") as r:
+            assert r.status == 200  # now reusable by nginx
+        async with http.post(f"{url}/.gateway/auth/signout", headers={"Origin": url}) as r:
+            assert r.status in (200, 204)
+    loop = asyncio.get_running_loop()
+    revoked = loop.time()
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"{url}/reports/1", headers=session, allow_redirects=False) as r:
+                if r.status != 200:
+                    assert r.status in (302, 401)
+                    break
+            assert loop.time() - revoked < DECISION_SECONDS + 1.5, "revocation never took effect"
+            await asyncio.sleep(0.1)  # nginx's cache expires by the clock: nothing to await
