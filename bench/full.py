@@ -18,7 +18,10 @@ creates a service account with an API key, then wrk measures, each for `--durati
 * nginx-fa: `GET /app/bench` with the session cookie through nginx in forward-auth mode (the
   shipped `examples/forward-auth/nginx-server.conf`): nginx asks the gateway's
   `/.gateway/verify` about every request (the same pipeline, no upstream exchange in the
-  gateway), then proxies to the upstream itself.
+  gateway), then proxies to the upstream itself; a rate-limited route, so never reused;
+* nginx-fa-cached: `GET /docs/bench` with the session cookie, the same way, on a route
+  without a rate-limit rule: nginx reuses the gateway's answer for up to
+  `DECISION_CACHE_SECONDS` (`forward_auth.decision_cache_seconds`), asking again after that.
 
 Then: the gateway's peak RSS (VmHWM), and `--idle N` idle keep-alive client connections held
 (`bench/idle.py`). With `--profile`, each gateway row is run once more under `py-spy record`
@@ -50,6 +53,9 @@ except ModuleNotFoundError:  # run as a script: bench/ is on sys.path, the proje
 
 PUBLIC_PATH = "/public/bench"
 APP_PATH = "/app/bench"
+DOCS_PATH = "/docs/bench"
+"""An authenticated path no rate-limit rule matches: its forward-auth answers are reusable."""
+DECISION_CACHE_SECONDS = 1
 RULE = {
     "name": "bench-user",
     "match": {"path": "/app/*"},
@@ -88,6 +94,7 @@ def start_forward_auth_nginx(
         ("LISTEN_ADDR", f"{tp.HOST}:{port}"),
         ("GATEWAY_ADDR", gateway_url.removeprefix("http://")),
         ("APP_ADDR", upstream_url.removeprefix("http://")),
+        ("CACHE_DIR", str(ngdir / "decisions")),
     ):
         server = server.replace(name, value)
     (ngdir / "server.conf").write_text(server)
@@ -127,6 +134,8 @@ def start_gateway(
     gwdir = workdir / name
     gwdir.mkdir()
     config = gateway_config(gwdir, upstream_url)
+    if source is None:  # an older tree may not know the key
+        config["forward_auth"] = {"decision_cache_seconds": DECISION_CACHE_SECONDS}
     path = gwdir / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
@@ -250,14 +259,14 @@ def _cpu_columns(row: dict[str, Any]) -> str:
 
 def format_report(report: dict[str, Any]) -> str:
     lines = [
-        f"{'target':<11} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'÷nginx':>7} "
+        f"{'target':<15} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'÷nginx':>7} "
         f"{'p99÷ng':>7} {'CPU µs':>9} {'kernel':>7} {'bad':>4}",
-        "-" * 76,
+        "-" * 80,
     ]
     for row in report["results"]:
         r = report["ratios"].get(f"{row['target']}/nginx", {})
         lines.append(
-            f"{row['target']:<11} {row['rps']:>9,.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} "
+            f"{row['target']:<15} {row['rps']:>9,.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} "
             f"{r.get('rps', 1.0):>7.3f} {r.get('p99', 1.0):>7.2f} {_cpu_columns(row)} "
             f"{row['non_2xx'] + row['errors']:>4}"
         )
@@ -302,7 +311,10 @@ def run(args: argparse.Namespace, wrk: str, nginx: str) -> dict[str, Any]:
             fa, fa_url = start_forward_auth_nginx(nginx, workdir, gw_url, up_url)
             floor, floor_url = start_pyfloor(workdir, up_url)
             children += [fa, floor]
-            forward_auth_row: Row = ("nginx-fa", fa_url, APP_PATH, (cookie,))
+            forward_auth_rows: list[Row] = [
+                ("nginx-fa", fa_url, APP_PATH, (cookie,)),
+                ("nginx-fa-cached", fa_url, DOCS_PATH, (cookie,)),
+            ]
             if args.baseline is not None or args.baseline_python is not None:
                 base, base_url = start_gateway(
                     workdir, up_url, "baseline", args.baseline, args.baseline_python
@@ -313,10 +325,10 @@ def run(args: argparse.Namespace, wrk: str, nginx: str) -> dict[str, Any]:
                     (f"base-{n.removeprefix('gw-')}", *rest)
                     for n, *rest in _rows(up_url, ng_url, base_url, cookie, bearer)[2:]
                 ]
-            rows.append(forward_auth_row)
+            rows += forward_auth_rows
             for name, base_url, path, headers in rows[2:]:
                 # nginx passes the identity on, not the verify answer's rate-limit fields.
-                limited = not name.endswith("-public") and name != "nginx-fa"
+                limited = not name.endswith("-public") and not name.startswith("nginx-fa")
                 asyncio.run(_check(base_url, path, headers, limited=limited))
             measured = [*rows[:2], ("py-floor", floor_url, PUBLIC_PATH, ()), *rows[2:]]
             for round_no in range(1, args.rounds + 1):
