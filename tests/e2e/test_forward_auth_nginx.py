@@ -209,21 +209,26 @@ async def test_verify_refuses_untrusted_peers(tmp_path: Path) -> None:
 # -- decisions nginx may reuse (forward_auth.decision_cache_seconds) ----------------------------
 
 
-async def test_no_answer_is_reused_when_decision_caching_is_off(stack: dict[str, Any]) -> None:
-    url, app, gw = stack["url"], stack["app"], stack["gateway"]
-    async with client() as http:
-        await signup(http, url, "off@example.test", "acme-off")
-        before = await answered(gw)
-        for _ in range(5):
-            async with http.get(f"{url}/reports/1") as r:
-                assert r.status == 200
-        assert await answered(gw) - before == 5
-    ids = [received_headers(app, i)["x-request-id"] for i in range(-5, 0)]
-    assert len(set(ids)) == 5  # nginx's own id per request
+async def asked(gw: GatewayProcess, http: aiohttp.ClientSession, url: str, times: int) -> int:
+    """How many of `times` GETs of `url` through nginx (each answered 200) reached the gateway."""
+    before = await answered(gw)
+    for _ in range(times):
+        async with http.get(url) as r:
+            assert r.status == 200
+    return await answered(gw) - before
 
 
 def received_headers(app: EchoUpstream, index: int) -> dict[str, str]:
     return {k.lower(): v for k, v in app.requests[index]["headers"]}
+
+
+async def test_no_answer_is_reused_when_decision_caching_is_off(stack: dict[str, Any]) -> None:
+    url, app, gw = stack["url"], stack["app"], stack["gateway"]
+    async with client() as http:
+        await signup(http, url, "off@example.test", "acme-off")
+        assert await asked(gw, http, f"{url}/reports/1", 5) == 5
+    ids = [received_headers(app, i)["x-request-id"] for i in range(-5, 0)]
+    assert len(set(ids)) == 5  # nginx's own id per request
 
 
 async def test_an_allowed_answer_is_reused_for_the_same_credential_only(
@@ -233,33 +238,21 @@ async def test_an_allowed_answer_is_reused_for_the_same_credential_only(
     async with client() as alice, client() as bob:
         ann = await signup(alice, url, "ann@example.test", "acme-ann")
         ben = await signup(bob, url, "ben@example.test", "acme-ben")
-        before = await answered(gw)
-        for _ in range(5):
-            async with alice.get(f"{url}/reports/1") as r:
-                assert r.status == 200
-        assert await answered(gw) - before == 1  # asked once, then reused by nginx
+        assert await asked(gw, alice, f"{url}/reports/1", 5) == 1  # then reused by nginx
         assert {received_headers(app, i)["x-user-id"] for i in range(-5, 0)} == {ann["user"]["id"]}
         ids = {received_headers(app, i)["x-request-id"] for i in range(-5, 0)}
         assert len(ids) == 5  # a reused answer does not repeat a request id
-        async with bob.get(f"{url}/reports/1") as r:  # same URL, another session
-            assert r.status == 200
+        assert await asked(gw, bob, f"{url}/reports/1", 1) == 1  # same URL, another session
         seen = received(app)
         assert (seen["x-user-id"], seen["x-tenant-slug"]) == (ben["user"]["id"], "acme-ben")
-        assert await answered(gw) - before == 2
-        async with alice.get(f"{url}/reports/2") as r:  # another URL: asked again
-            assert r.status == 200
-        assert await answered(gw) - before == 3
+        assert await asked(gw, alice, f"{url}/reports/2", 1) == 1  # another URL: asked again
 
 
 async def test_rate_limited_routes_are_asked_every_time(cached_stack: dict[str, Any]) -> None:
     url, gw = cached_stack["url"], cached_stack["gateway"]
     async with client() as http:
         await signup(http, url, "lim@example.test", "acme-lim")
-        before = await answered(gw)
-        for _ in range(3):
-            async with http.get(f"{url}/limited/1") as r:
-                assert r.status == 200
-        assert await answered(gw) - before == 3
+        assert await asked(gw, http, f"{url}/limited/1", 3) == 3
 
 
 async def test_denials_are_asked_every_time(cached_stack: dict[str, Any]) -> None:
