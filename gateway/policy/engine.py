@@ -24,6 +24,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -39,6 +40,7 @@ from gateway.policy.ports import TenantRuleStore
 from gateway.policy.rules import ANY_DOMAIN, PolicyError, Rule, tenant_rule_problems
 from gateway.policy.snapshot import PolicySnapshot, load_snapshot
 from gateway.policy.tenants import DENY, ERROR, LruMap, TenantEnforcer, error_decision, to_decision
+from gateway.storage.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,8 @@ class PolicyEngine:
         self._limits = limits or EngineLimits()
         self._freeze_gc = freeze_gc
         self._local_rules: dict[str, tuple[Rule, ...]] = {}
+        # Keyed by (tenant, policy version): no load outlives the version it was begun under.
+        self._loads: SingleFlight[tuple[str, int], list[Rule]] = SingleFlight()
         self._state = self._new_state(1, snapshot)
 
     @classmethod
@@ -184,6 +188,9 @@ class PolicyEngine:
 
         Raises the store's error, or `PolicyError` if the stored rules are invalid. A swap
         during the load (a reload, a tenant change) discards the load and starts over.
+        Concurrent requests for a tenant that is not loaded share one read of its rules and
+        one compilation (after a policy change, every request in flight would otherwise
+        read and compile the same rules).
         """
         for _ in range(3):
             state = self._state
@@ -192,9 +199,11 @@ class PolicyEngine:
             if self._store is None:
                 stored = list(self._local_rules.get(tenant_id, ()))
             else:
-                stored = await self._store.list_rules(tenant_id)
+                read = functools.partial(self._store.list_rules, tenant_id)
+                stored = await self._loads.run((tenant_id, state.version), read)
             if self._state is state:
-                self._install(state, tenant_id, stored)
+                if tenant_id not in state.tenants:  # else a request sharing the read did it
+                    self._install(state, tenant_id, stored)
                 return
         raise PolicyError([f"tenant {tenant_id}: policy changed during every load attempt"])
 

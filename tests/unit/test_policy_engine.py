@@ -6,6 +6,7 @@ import asyncio
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -252,6 +253,68 @@ async def test_a_swap_during_a_tenant_load_discards_that_load(files: tuple[Path,
 
     store.list_rules = racing  # type: ignore[method-assign]
     assert not (await engine.authorize("u_1", ("viewer",), "t_a", "/x", "GET")).allow
+    assert store.loads == 2
+
+
+class SlowStore(FakeStore):
+    """A store whose reads suspend, as a real one's do: concurrent requests overlap."""
+
+    async def list_rules(self, tenant_id: str) -> list[Rule]:
+        await asyncio.sleep(0)
+        return await super().list_rules(tenant_id)
+
+
+async def test_concurrent_requests_for_a_cold_tenant_read_and_compile_once(
+    files: tuple[Path, Path],
+) -> None:
+    store = SlowStore()
+    store.rules["t_a"] = [Rule("viewer", "t_a", "/x", "GET", "deny")]
+    engine = PolicyEngine.from_files(*files, store=store, freeze_gc=False)
+    installs = 0
+    install = engine._install
+
+    def counted(*args: Any) -> Any:
+        nonlocal installs
+        installs += 1
+        return install(*args)
+
+    engine._install = counted  # type: ignore[method-assign]
+    for round_ in range(2):  # cold at start, and again after the tenant's rules change
+        decisions = await asyncio.gather(
+            *[engine.authorize(f"u_{i}", ("viewer",), "t_a", "/x", "GET") for i in range(20)]
+        )
+        assert not any(d.allow for d in decisions)  # the stored deny rule applies to all
+        assert (store.loads, installs) == (round_ + 1, round_ + 1)
+        engine.invalidate_tenant("t_a")
+
+
+async def test_a_request_after_a_rule_change_never_joins_the_load_it_overtook(
+    files: tuple[Path, Path],
+) -> None:
+    store = FakeStore()
+    store.rules["t_a"] = [Rule("viewer", "t_a", "/x", "GET", "deny")]
+    engine = PolicyEngine.from_files(*files, store=store, freeze_gc=False)
+    first_read, release = asyncio.Event(), asyncio.Event()
+    original = store.list_rules
+
+    async def held_first(tenant_id: str) -> list[Rule]:
+        rules = await original(tenant_id)
+        if store.loads == 1:
+            first_read.set()
+            await release.wait()
+        return rules
+
+    store.list_rules = held_first  # type: ignore[method-assign]
+    before = asyncio.ensure_future(engine.authorize("u_1", ("viewer",), "t_a", "/x", "GET"))
+    await first_read.wait()  # the old rules are read; the load is still in flight
+    store.rules["t_a"] = []  # the deny rule is removed...
+    engine.invalidate_tenant("t_a")  # ...and announced
+    after = asyncio.ensure_future(engine.authorize("u_1", ("viewer",), "t_a", "/x", "GET"))
+    await asyncio.sleep(0)  # `after` starts: a read of its own, or (wrongly) joins `before`
+    release.set()
+    assert (await after).allow  # decided on the new rules
+    await before
+    assert engine.decide("u_1", ("viewer",), "t_a", "/x", "GET").allow  # and they stay
     assert store.loads == 2
 
 
