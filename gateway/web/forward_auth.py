@@ -84,7 +84,8 @@ def verified_headers(scope: RequestScope, names: dict[str, str]) -> dict[str, st
 
 def decision_lifetime(scope: RequestScope, limit: int, now: float) -> int:
     """Whole seconds (at most `limit`) for which the proxy in front may answer requests with
-    the same method, host, URI, credentials and client as this allowed one from this answer.
+    the same method, scheme, host, URI, credentials and client as this allowed one from this
+    answer.
 
     0 (ask every time) when the answer carries anything meant for this request alone (a
     rotated session cookie, rate-limit fields: a limited route must count every request),
