@@ -161,11 +161,11 @@ class PolicyConfig(ConfigModel):
 class ForwardAuthConfig(ConfigModel):
     """Forward-auth mode (`/.gateway/verify`). `decision_cache_seconds`: how long the proxy
     in front may reuse an allowed answer (nginx `proxy_cache`, see
-    examples/forward-auth/nginx-cached.conf); 0, the default, lets it reuse none. Only
+    examples/forward-auth/nginx-server.conf); 0, the default, lets it reuse none. Only
     answers that are safe to reuse are marked (`X-Accel-Expires`): never a denial, a
-    rate-limited route, a method other than GET/HEAD or an answer setting a cookie, and never
-    for longer than the session lives or the assertion stays valid; an API key's for at
-    most 1 s. At most 30."""
+    rate-limited route, a method other than GET/HEAD, an answer setting a cookie or an
+    external JWT's, and never for longer than the session lives or the assertion stays
+    valid; an API key's for at most 1 s. At most 30."""
 
     # SECURITY: strict: `true` or `"5s"` must not silently become 1 second or an error later.
     decision_cache_seconds: int = Field(default=0, ge=0, le=30, strict=True)
