@@ -15,6 +15,8 @@ creates a service account with an API key, then wrk measures, each for `--durati
   rate-limit rule keyed by user and route, the signed assertion;
 * gw-apikey: `GET /app/bench` with `Authorization: Bearer <key>`: the same pipeline for a
   service account;
+* gw-browser: gw-session with what a browser sends besides (`BROWSER_HEADERS`: twelve more
+  headers, two more cookies), as the other rows carry only Host and their credential;
 * nginx-fa: `GET /app/bench` with the session cookie through nginx in forward-auth mode (the
   shipped `examples/forward-auth/nginx-server.conf`): nginx asks the gateway's
   `/.gateway/verify` about every request (the same pipeline, no upstream exchange in the
@@ -283,6 +285,30 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+BROWSER_HEADERS = (
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/156.0.0.0 Safari/537.36",
+    "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+    "Accept-Language: en-GB,en;q=0.9,de;q=0.8",
+    "Accept-Encoding: gzip, deflate, br, zstd",
+    "Referer: http://127.0.0.1/app/",
+    'Sec-Ch-Ua: "Chromium";v="156", "Not)A;Brand";v="24"',
+    "Sec-Ch-Ua-Mobile: ?0",
+    'Sec-Ch-Ua-Platform: "Linux"',
+    "Sec-Fetch-Dest: document",
+    "Sec-Fetch-Mode: navigate",
+    "Sec-Fetch-Site: same-origin",
+    "Upgrade-Insecure-Requests: 1",
+)
+"""What a browser sends besides Host and Cookie (row `gw-browser`): per-header work shows."""
+
+
+def browser_headers(cookie: str) -> tuple[str, ...]:
+    """`BROWSER_HEADERS` and a Cookie header holding the session among other cookies."""
+    session = cookie.removeprefix("Cookie: ")
+    return (*BROWSER_HEADERS, f"Cookie: _ga=GA1.1.1234567890.1700000000; theme=dark; {session}")
+
+
 def _rows(upstream: str, nginx: str, gateway: str, cookie: str, bearer: str) -> list[Row]:
     return [
         ("upstream", upstream, PUBLIC_PATH, ()),
@@ -290,6 +316,7 @@ def _rows(upstream: str, nginx: str, gateway: str, cookie: str, bearer: str) -> 
         ("gw-public", gateway, PUBLIC_PATH, ()),
         ("gw-session", gateway, APP_PATH, (cookie,)),
         ("gw-apikey", gateway, APP_PATH, (bearer,)),
+        ("gw-browser", gateway, APP_PATH, browser_headers(cookie)),
     ]
 
 

@@ -5,10 +5,11 @@
 Starts the upstream (`bench/upstream.py`) and the gateway in this process (the same
 configuration as `full.py`: public path, rate-limit rule), signs up the bench user and makes
 an API key through the real HTTP API, then calls the fast path's `FastPath.serve` directly,
-one request after another, for the three gateway rows of `full.py` (public, session cookie,
-API key), and prints microseconds per request. With `--profile`, cProfile's top functions
-(by own time) follow each row. Nothing here is load: it isolates the gateway's own work
-from wrk and scheduling noise, so before/after comparisons of the hot path are steady.
+one request after another, for the four gateway rows of `full.py` (public, session cookie,
+API key, browser-like), and prints microseconds per request. With `--profile`, cProfile's
+top functions (by own time) follow each row. Nothing here is load: it isolates the
+gateway's own work from wrk and scheduling noise, so before/after comparisons of the hot
+path are steady.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ except ModuleNotFoundError:  # run as a script
     from bench import throughput as tp
 
 
-ROWS = ("gw-public", "gw-session", "gw-apikey")
+ROWS = ("gw-public", "gw-session", "gw-apikey", "gw-browser")
 
 
 class NullSink:
@@ -112,6 +113,7 @@ async def main(args: argparse.Namespace) -> None:
                 ("gw-public", full.PUBLIC_PATH, ()),
                 ("gw-session", full.APP_PATH, (cookie,)),
                 ("gw-apikey", full.APP_PATH, (bearer,)),
+                ("gw-browser", full.APP_PATH, full.browser_headers(cookie)),
             ]
             for name, path, headers in rows:
                 if args.row and name not in args.row:

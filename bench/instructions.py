@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 HOTPATH = ROOT / "bench" / "hotpath.py"
 """This tree's driver for every tree: `PYTHONPATH` picks the `gateway` package it measures."""
-ROWS = ("gw-public", "gw-session", "gw-apikey")  # bench/hotpath.py's rows
+ROWS = ("gw-public", "gw-session", "gw-apikey", "gw-browser")  # bench/hotpath.py's rows
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
