@@ -9,7 +9,7 @@ row; start-up, sign-up and warm-up cancel out in the difference. Callgrind count
 not seconds, so the figure repeats from run to run whatever else the machine is doing: use it
 to compare two versions of the hot path on a noisy VM, where a 5 % change hides in the
 wall-clock noise. It does not count the upstream (another process) or time spent waiting.
-Needs Debian's `valgrind`; one tree takes about eight minutes with the default counts.
+Needs Debian's `valgrind`; one tree takes about twelve minutes with the default counts.
 """
 
 from __future__ import annotations
