@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/instructions.py [--baseline DIR] [--requests 200 1000]
 
-Runs each row of `bench/hotpath.py` (public, session, API key) under
+Runs each row of `bench/hotpath.py` (public, session, API key, browser-like) under
 `valgrind --tool=callgrind` twice per tree, with N1 and N2 requests, and prints
 (I2 - I1) / (N2 - N1): the instructions this process executes per fast-path request of that
 row; start-up, sign-up and warm-up cancel out in the difference. Callgrind counts instructions,
