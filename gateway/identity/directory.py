@@ -108,6 +108,9 @@ class NoMembership(enum.Enum):
 
 
 MEMBERSHIP_MEMO_ENTRIES = 100_000
+API_KEY_CACHE_SECONDS = 1
+"""The longest a verified API key is reused without asking the store: a key that expires
+(no bus notice for that) stops working within it."""
 
 
 class Directory:
@@ -129,9 +132,8 @@ class Directory:
             ttl, 100_000, clock
         )
         self._operators: TtlCache[str, bool] = TtlCache(ttl, 10_000, clock)
-        # At most 1 s: a key that expires (no bus notice for that) stops working within it.
         self._api_keys: TtlCache[str, ApiKeyPrincipal | None] = TtlCache(
-            min(ttl, 1.0), 10_000, clock
+            min(ttl, API_KEY_CACHE_SECONDS), 10_000, clock
         )
 
     async def tenant_by_slug(self, slug: str) -> Tenant | None:

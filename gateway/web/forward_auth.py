@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from gateway.identity.directory import API_KEY_CACHE_SECONDS
 from gateway.identity.signing_keys import ASSERTION_LIFETIME
 from gateway.pipeline.entry import ScopeFactory
 from gateway.pipeline.reasons import Deny, Reason
@@ -38,9 +39,6 @@ CACHE_LIFETIME_HEADER = "X-Accel-Expires"
 """How long nginx's `proxy_cache` may keep an answer, in seconds (0: not at all); it takes
 precedence over `Cache-Control` there."""
 REUSABLE_METHODS = frozenset({"GET", "HEAD"})
-API_KEY_DECISION_LIMIT = 1
-"""An API key's expiry is not on its principal; the directory bounds a key's cached
-verification to 1 s for that reason, and a reused decision is held to the same bound."""
 ASSERTION_MARGIN = 10
 """Seconds of validity a reused assertion must still have when the proxy last uses it."""
 
@@ -104,7 +102,8 @@ def decision_lifetime(scope: RequestScope, limit: int, now: float) -> int:
     if principal.session is not None:
         return max(0, min(lifetime, int(principal.session.idle_expires_at - now)))
     if principal.key_id is not None:
-        return min(lifetime, API_KEY_DECISION_LIMIT)
+        # An API key's expiry is not on its principal: held to the directory's bound for it.
+        return min(lifetime, API_KEY_CACHE_SECONDS)
     return 0
 
 
