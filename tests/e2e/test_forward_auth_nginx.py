@@ -7,7 +7,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,19 @@ from tests.support.upstream import EchoUpstream, run_echo_upstream
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "forward-auth" / "nginx-server.conf"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "forward-auth"
+EXAMPLE = EXAMPLES / "nginx-server.conf"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 
+MODULES = Path("/usr/lib/nginx/modules")
+# Debian's packages of set-misc (with the ndk it needs), which the shipped block uses for its
+# decision-cache key, and of njs, which its documented alternative uses.
+NEEDED_MODULES = ("ndk_http_module.so", "ngx_http_set_misc_module.so", "ngx_http_js_module.so")
+KEY_START = "        set_quote_json_str $gateway_key_host"
+KEY_END = "        # key end\n"
+
 MAIN = """
+{modules}
 worker_processes 1;
 daemon off;
 pid {tmp}/nginx.pid;
@@ -42,12 +51,33 @@ http {{
 """
 
 
+def replace_decision_key(server: str, lines: str) -> str:
+    """The shipped block with its decision-key lines (from `KEY_START` to `KEY_END`) replaced."""
+    start, end = server.index(KEY_START), server.index(KEY_END) + len(KEY_END)
+    return server[:start] + lines + server[end:]
+
+
+def njs_decision_key(server: str) -> str:
+    """The shipped block with the njs key it documents instead of set-misc's."""
+    script = EXAMPLES / "decision-key.js"
+    http = f"js_import gateway_decision from {script};\n"
+    http += "js_set $gateway_decision_key gateway_decision.key;\n"
+    use = "        set $gateway_decision $gateway_decision_key;\n"
+    return http + replace_decision_key(server, use)
+
+
 @contextlib.asynccontextmanager
-async def run_nginx(tmp: Path, gateway: str, app: str) -> AsyncIterator[str]:
-    if NGINX is None:
+async def run_nginx(
+    tmp: Path, gateway: str, app: str, key: Callable[[str], str] | None = None
+) -> AsyncIterator[tuple[str, Path]]:
+    """nginx with the shipped server block (its decision key changed by `key`, if given);
+    yields its URL and its decision cache directory."""
+    missing = [name for name in NEEDED_MODULES if not (MODULES / name).exists()]
+    if NGINX is None or missing:
+        install = "apt-get install nginx libnginx-mod-http-set-misc libnginx-mod-http-js"
         if os.environ.get("GATEWAY_TEST_REQUIRE_SERVICES") == "1":
-            pytest.fail("nginx is not installed (apt-get install nginx)")
-        pytest.skip("nginx is not installed (apt-get install nginx)")
+            pytest.fail(f"nginx or a module it needs is not installed ({install})")
+        pytest.skip(f"nginx or a module it needs is not installed ({install})")
     port = free_port()
     server = EXAMPLE.read_text()
     # nginx's workers (`nobody` under root) must reach the decision cache: not under pytest's
@@ -61,8 +91,9 @@ async def run_nginx(tmp: Path, gateway: str, app: str) -> AsyncIterator[str]:
         ("CACHE_DIR", str(cache / "decisions")),
     ):
         server = server.replace(name, value)
-    (tmp / "server.conf").write_text(server)
-    (tmp / "nginx.conf").write_text(MAIN.format(tmp=tmp))
+    (tmp / "server.conf").write_text(key(server) if key else server)
+    modules = "\n".join(f"load_module {MODULES / name};" for name in NEEDED_MODULES)
+    (tmp / "nginx.conf").write_text(MAIN.format(tmp=tmp, modules=modules))
     proc = await asyncio.create_subprocess_exec(
         NGINX,
         "-c",
@@ -74,7 +105,7 @@ async def run_nginx(tmp: Path, gateway: str, app: str) -> AsyncIterator[str]:
     )
     try:
         await wait_for_port("127.0.0.1", port, 10)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", cache
     finally:
         await stop_process(proc)
         shutil.rmtree(cache, ignore_errors=True)
@@ -82,7 +113,7 @@ async def run_nginx(tmp: Path, gateway: str, app: str) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def forward_auth_stack(
-    tmp_path: Path, decision_cache_seconds: int = 0
+    tmp_path: Path, decision_cache_seconds: int = 0, key: Callable[[str], str] | None = None
 ) -> AsyncIterator[dict[str, Any]]:
     async with run_echo_upstream() as app:
         config = base_config(app.url, tmp_path, trusted_proxies=["127.0.0.1/32"])
@@ -92,8 +123,9 @@ async def forward_auth_stack(
         async with run_gateway(tmp_path / "gw", config) as gw:
             nginx_dir = tmp_path / "nginx"
             nginx_dir.mkdir()
-            async with run_nginx(nginx_dir, f"127.0.0.1:{gw.port}", f"127.0.0.1:{app.port}") as url:
-                yield {"url": url, "app": app, "gateway": gw}
+            addresses = (f"127.0.0.1:{gw.port}", f"127.0.0.1:{app.port}")
+            async with run_nginx(nginx_dir, *addresses, key) as (url, cache):
+                yield {"url": url, "app": app, "gateway": gw, "cache": cache}
 
 
 LIMITED_RULE = {
@@ -287,3 +319,61 @@ async def test_a_revocation_reaches_reused_answers_within_their_lifetime(
                     break
             assert loop.time() - revoked < DECISION_SECONDS + 1.5, "revocation never took effect"
             await asyncio.sleep(0.1)  # nginx's cache expires by the clock: nothing to await
+
+
+async def make_api_key(http: aiohttp.ClientSession, url: str, tenant: str) -> str:
+    """A viewer service account's API key, made through nginx with the signed-in admin."""
+    admin = f"{url}/.gateway/admin/v1"
+    origin = {"Origin": url}
+    body = {"name": "reporter", "roles": ["viewer"]}
+    accounts = f"{admin}/tenants/{tenant}/service-accounts"
+    async with http.post(accounts, json=body, headers=origin) as r:
+        assert r.status == 201, await r.text()
+        account = (await r.json())["id"]
+    async with http.post(f"{admin}/service-accounts/{account}/keys", json={}, headers=origin) as r:
+        assert r.status == 201, await r.text()
+        return str((await r.json())["key"])
+
+
+def cache_files(cache: Path) -> list[bytes]:
+    return [path.read_bytes() for path in cache.rglob("*") if path.is_file()]
+
+
+@pytest.mark.parametrize("key", [None, njs_decision_key], ids=["set-misc", "njs"])
+async def test_reused_answers_keep_no_credential_in_nginx_files(
+    tmp_path: Path, key: Callable[[str], str] | None
+) -> None:
+    # SECURITY: nginx writes each cache key into its cache file: credentials must not be in it.
+    async with forward_auth_stack(tmp_path, DECISION_SECONDS, key) as found:
+        await check_no_credential_in_cache(found["url"], found["gateway"], found["cache"])
+
+
+async def check_no_credential_in_cache(url: str, gw: GatewayProcess, cache: Path) -> None:
+    async with client() as http:
+        await signup(http, url, "keys@example.test", "acme-keys")
+        cookie = next(c for c in http.cookie_jar if c.key.startswith("gw_session"))
+        key = await make_api_key(http, url, "acme-keys")
+        secret_query = "reset-token-5f2c9a"
+        assert await asked(gw, http, f"{url}/reports/1?t={secret_query}", 3) == 1
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as service:
+        assert await asked(gw, service, f"{url}/reports/1", 3) == 1
+    files = cache_files(cache)
+    assert len(files) >= 2  # both answers were kept, so the check below saw them
+    for secret in (cookie.value, key, secret_query):
+        assert not any(secret.encode() in data for data in files), "a credential is on disk"
+
+
+async def test_an_empty_decision_key_shares_no_answer(tmp_path: Path) -> None:
+    # A key that came out empty: the shipped block must then ask every time, keeping nothing.
+    def empty(server: str) -> str:
+        return replace_decision_key(server, '        set $gateway_decision "";\n')
+
+    async with forward_auth_stack(tmp_path, DECISION_SECONDS, empty) as found:
+        url, app, gw = found["url"], found["app"], found["gateway"]
+        async with client() as alice, client() as bob:
+            ann = await signup(alice, url, "empty-a@example.test", "acme-empty-a")
+            ben = await signup(bob, url, "empty-b@example.test", "acme-empty-b")
+            assert await asked(gw, alice, f"{url}/reports/1", 3) == 3
+            assert await asked(gw, bob, f"{url}/reports/1", 1) == 1
+            assert received(app)["x-user-id"] == ben["user"]["id"] != ann["user"]["id"]
+        assert cache_files(found["cache"]) == []
