@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.e2e.forward_auth_helpers import client, make_api_key, received, signup
 from tests.support.gateway_proc import GatewayProcess, base_config, run_gateway, stop_process
 from tests.support.net import free_port, parse_response, raw_request, wait_for_port
 from tests.support.upstream import EchoUpstream, run_echo_upstream
@@ -163,22 +164,6 @@ async def answered(gw: GatewayProcess) -> int:
     )
 
 
-def client() -> aiohttp.ClientSession:
-    """A client that keeps cookies for 127.0.0.1 (aiohttp's default jar ignores IP hosts)."""
-    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-
-
-async def signup(http: aiohttp.ClientSession, url: str, email: str, tenant: str) -> Any:
-    body = {"email": email, "password": "correct horse battery staple", "tenant": tenant}
-    async with http.post(f"{url}/.gateway/auth/signup", json=body) as r:
-        assert r.status == 201, await r.text()
-        return await r.json()
-
-
-def received(app: EchoUpstream) -> dict[str, str]:
-    return {k.lower(): v for k, v in app.requests[-1]["headers"]}
-
-
 async def test_nginx_auth_request_passes_verified_identity(stack: dict[str, Any]) -> None:
     url, app = stack["url"], stack["app"]
     async with client() as http:
@@ -194,6 +179,25 @@ async def test_nginx_auth_request_passes_verified_identity(stack: dict[str, Any]
         assert seen["x-user-roles"] == "admin"
         assert seen["x-auth-method"] == "session"
         assert seen["x-request-id"]
+
+
+async def test_nginx_drops_forged_copies_of_headers_answered_empty(stack: dict[str, Any]) -> None:
+    # An API key's principal has no email and the tenant no features: answered empty, and
+    # nginx must not let the client's copies take their place.
+    url, app = stack["url"], stack["app"]
+    async with client() as http:
+        await signup(http, url, "fa-key@example.test", "acme-fa-key")
+        key = await make_api_key(http, url, "acme-fa-key")
+    forged = {"X-User-Email": "forged@evil.test", "X-Tenant-Features": "everything"}
+    headers = {**forged, "Authorization": f"Bearer {key}"}
+    async with (
+        aiohttp.ClientSession() as service,
+        service.get(f"{url}/reports/1", headers=headers) as r,
+    ):
+        assert r.status == 200
+    seen = received(app)
+    assert seen["x-auth-method"] == "api_key"
+    assert seen.get("x-user-email", "") == "" and seen.get("x-tenant-features", "") == ""
 
 
 async def test_nginx_unauthenticated_browser_is_sent_to_login(stack: dict[str, Any]) -> None:
@@ -319,20 +323,6 @@ async def test_a_revocation_reaches_reused_answers_within_their_lifetime(
                     break
             assert loop.time() - revoked < DECISION_SECONDS + 1.5, "revocation never took effect"
             await asyncio.sleep(0.1)  # nginx's cache expires by the clock: nothing to await
-
-
-async def make_api_key(http: aiohttp.ClientSession, url: str, tenant: str) -> str:
-    """A viewer service account's API key, made through nginx with the signed-in admin."""
-    admin = f"{url}/.gateway/admin/v1"
-    origin = {"Origin": url}
-    body = {"name": "reporter", "roles": ["viewer"]}
-    accounts = f"{admin}/tenants/{tenant}/service-accounts"
-    async with http.post(accounts, json=body, headers=origin) as r:
-        assert r.status == 201, await r.text()
-        account = (await r.json())["id"]
-    async with http.post(f"{admin}/service-accounts/{account}/keys", json={}, headers=origin) as r:
-        assert r.status == 201, await r.text()
-        return str((await r.json())["key"])
 
 
 def cache_files(cache: Path) -> list[bytes]:
