@@ -3,7 +3,9 @@ Caddy `forward_auth`.
 
 The proxy in front asks whether its original request may pass. The original method, URI and
 host are read from `X-Forwarded-Method`, `X-Original-URI` / `X-Forwarded-Uri` and
-`X-Forwarded-Host`, and only when the asking peer is a trusted proxy. The answer runs the very
+`X-Forwarded-Host`, and only when the asking peer is a trusted proxy. When both URI headers
+are present they must agree: each proxy sets one of them and passes the client's copy of the
+other along (`original_uri`). The answer runs the very
 same stages as a proxied request: 200 with the identity headers (and the assertion) to copy
 upstream, or the denial (401, 403, 429, 503). nginx treats any answer but 2xx/401/403 as an
 error, so when it asks (`X-Original-URI`) an unauthenticated browser gets 401 and nginx's
@@ -50,6 +52,18 @@ def _one(request: web.Request, name: str) -> str | None:
     return values[0] if values else None
 
 
+def original_uri(request: web.Request) -> str | None:
+    """The original request's URI from `X-Original-URI` or `X-Forwarded-Uri` (None: neither);
+    ValueError when either is repeated or both are present and differ."""
+    found = {v for v in (_one(request, name) for name in URI_HEADERS) if v is not None}
+    # SECURITY: nginx sets X-Original-URI, Caddy and Traefik set X-Forwarded-Uri, and each
+    # passes a client's copy of the other through: preferring either one would let a client
+    # name a public URI while the proxy serves a protected one.
+    if len(found) > 1:
+        raise ValueError("X-Original-URI and X-Forwarded-Uri disagree")
+    return found.pop() if found else None
+
+
 def adopt_original_request(scope: RequestScope, trusted: TrustedProxies) -> Deny | None:
     """Sets the scope's method, target and host to the original request's; or refuses."""
     request = scope.request
@@ -57,7 +71,7 @@ def adopt_original_request(scope: RequestScope, trusted: TrustedProxies) -> Deny
     if not trusted.trusts(request.remote or ""):
         return Deny(Reason.UNTRUSTED_PROXY)
     try:
-        uri = next((v for v in (_one(request, h) for h in URI_HEADERS) if v is not None), None)
+        uri = original_uri(request)
         method = (_one(request, "X-Forwarded-Method") or "GET").upper()
         host = _one(request, "X-Forwarded-Host") or request.host
     except ValueError as exc:

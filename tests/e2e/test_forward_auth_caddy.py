@@ -75,8 +75,8 @@ async def run_caddy(tmp: Path, gateway: str, app: str) -> AsyncIterator[str]:
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     async with run_echo_upstream() as app:
+        # base_config's route: /public/* is public, everything else needs a credential.
         config = base_config(app.url, tmp_path, trusted_proxies=["127.0.0.1/32"])
-        config["upstreams"] = []
         async with run_gateway(tmp_path / "gw", config) as gw:
             caddy_dir = tmp_path / "caddy"
             caddy_dir.mkdir()
@@ -156,3 +156,18 @@ def test_the_caddyfile_drops_every_copied_header_before_asking() -> None:
     for name in copied.group(1).split():
         deletion = route.find(f"request_header -{name}\n")
         assert 0 <= deletion < asked, f"{name} is not deleted before forward_auth"
+
+
+@pytest.mark.parametrize("header", ["X-Original-URI", "X-Forwarded-Uri"])
+async def test_a_client_cannot_name_another_uri_for_the_question(
+    stack: dict[str, Any], header: str
+) -> None:
+    # Caddy sets X-Forwarded-Uri and (the shipped Caddyfile) X-Original-URI; the gateway
+    # would otherwise read a client's X-Original-URI and decide on a public path.
+    url, app = stack["url"], stack["app"]
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/public/page") as r:
+            assert r.status == 200  # the path named below is public indeed
+        async with http.get(f"{url}/private/report", headers={header: "/public/page"}) as r:
+            assert r.status in (302, 400, 401)
+    assert [r["path"] for r in app.requests] == ["/public/page"]

@@ -114,11 +114,17 @@ async def run_nginx(
 
 @contextlib.asynccontextmanager
 async def forward_auth_stack(
-    tmp_path: Path, decision_cache_seconds: int = 0, key: Callable[[str], str] | None = None
+    tmp_path: Path,
+    decision_cache_seconds: int = 0,
+    key: Callable[[str], str] | None = None,
+    routes: bool = False,
 ) -> AsyncIterator[dict[str, Any]]:
+    """Gateway, app and nginx; with `routes`, base_config's route (/public/* is public),
+    else none (every path needs a credential)."""
     async with run_echo_upstream() as app:
         config = base_config(app.url, tmp_path, trusted_proxies=["127.0.0.1/32"])
-        config["upstreams"] = []
+        if not routes:
+            config["upstreams"] = []
         config["rate_limits"] = {"defaults": False, "rules": [LIMITED_RULE]}
         config["forward_auth"] = {"decision_cache_seconds": decision_cache_seconds}
         async with run_gateway(tmp_path / "gw", config) as gw:
@@ -367,3 +373,19 @@ async def test_an_empty_decision_key_shares_no_answer(tmp_path: Path) -> None:
             assert await asked(gw, bob, f"{url}/reports/1", 1) == 1
             assert received(app)["x-user-id"] == ben["user"]["id"] != ann["user"]["id"]
         assert cache_files(found["cache"]) == []
+
+
+@pytest.mark.parametrize("header", ["X-Original-URI", "X-Forwarded-Uri"])
+async def test_a_client_cannot_name_another_uri_for_the_question(
+    tmp_path: Path, header: str
+) -> None:
+    # nginx sets both URI headers; a client's copy of either must not become the question.
+    async with forward_auth_stack(tmp_path, routes=True) as found:
+        url, app = found["url"], found["app"]
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/public/page") as r:
+                assert r.status == 200  # the path named below is public indeed
+            spoof = {header: "/public/page"}
+            async with http.get(f"{url}/private/report", headers=spoof, allow_redirects=False) as r:
+                assert r.status in (302, 401)
+        assert [r["path"] for r in app.requests] == ["/public/page"]
