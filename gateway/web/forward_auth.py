@@ -5,11 +5,11 @@ The proxy in front asks whether its original request may pass. The original meth
 host are read from `X-Forwarded-Method`, `X-Original-URI` / `X-Forwarded-Uri` and
 `X-Forwarded-Host`, and only when the asking peer is a trusted proxy. When both URI headers
 are present they must agree: each proxy sets one of them and passes the client's copy of the
-other along (`original_uri`). The answer runs the very
-same stages as a proxied request: 200 with the identity headers (and the assertion) to copy
-upstream, or the denial (401, 403, 429, 503). nginx treats any answer but 2xx/401/403 as an
-error, so when it asks (`X-Original-URI`) an unauthenticated browser gets 401 and nginx's
-`error_page 401` sends it to the login page.
+other along (`original_uri`). The answer runs the very same stages as a proxied request: 200
+with the identity headers (and the assertion) to copy upstream, or the denial (401, 403, 429,
+503). nginx treats any answer but 2xx/401/403 as an error, so when it asks (`X-Original-URI`)
+an unauthenticated browser gets 401 and nginx's `error_page 401` sends it to the login page;
+Caddy and Traefik pass the answer on, so theirs gets the redirect itself.
 
 With `forward_auth.decision_cache_seconds` > 0 every answer says how long the proxy may reuse
 it (`X-Accel-Expires`, which nginx's `proxy_cache` obeys; 0 for every answer that must not be

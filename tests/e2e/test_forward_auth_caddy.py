@@ -136,11 +136,14 @@ async def test_caddy_refuses_without_credentials_and_the_app_sees_nothing(
     stack: dict[str, Any],
 ) -> None:
     url, app = stack["url"], stack["app"]
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"{url}/reports/1", headers=FORGED, allow_redirects=False) as r,
-    ):
-        assert r.status in (302, 401)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/reports/1", headers=FORGED, allow_redirects=False) as r:
+            assert r.status == 401
+        # A browser is sent to the login page: Caddy passes the gateway's answer on.
+        browser = {**FORGED, "Accept": "text/html"}
+        async with http.get(f"{url}/reports/1", headers=browser, allow_redirects=False) as r:
+            assert r.status == 302
+            assert r.headers["Location"].startswith("/.gateway/login")
     assert app.requests == []
 
 
@@ -162,8 +165,8 @@ def test_the_caddyfile_drops_every_copied_header_before_asking() -> None:
 async def test_a_client_cannot_name_another_uri_for_the_question(
     stack: dict[str, Any], header: str
 ) -> None:
-    # Caddy sets X-Forwarded-Uri and (the shipped Caddyfile) X-Original-URI; the gateway
-    # would otherwise read a client's X-Original-URI and decide on a public path.
+    # Caddy sets X-Forwarded-Uri, and the shipped Caddyfile deletes a client's X-Original-URI,
+    # which the gateway would otherwise read too (and refuses when the two disagree).
     url, app = stack["url"], stack["app"]
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{url}/public/page") as r:
