@@ -38,3 +38,23 @@ async def make_api_key(http: aiohttp.ClientSession, url: str, tenant: str) -> st
     async with http.post(f"{admin}/service-accounts/{account}/keys", json={}, headers=origin) as r:
         assert r.status == 201, await r.text()
         return str((await r.json())["key"])
+
+
+async def served_to_api_key(
+    url: str, app: EchoUpstream, key: str, forged: dict[str, str]
+) -> dict[str, str]:
+    """What the app received for an API-key request carrying `forged` identity headers.
+
+    An API key's principal has no email and its tenant no features, so the gateway answers
+    those two empty: the proxy must not let the client's copies take their place.
+    """
+    headers = {**forged, "Authorization": f"Bearer {key}"}
+    async with (
+        aiohttp.ClientSession() as service,
+        service.get(f"{url}/reports/1", headers=headers) as r,
+    ):
+        assert r.status == 200
+    seen = received(app)
+    assert seen["x-auth-method"] == "api_key"
+    assert seen.get("x-user-email", "") == "" and seen.get("x-tenant-features", "") == ""
+    return seen
