@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
@@ -22,8 +21,9 @@ from tests.e2e.forward_auth_helpers import (
     served_to_api_key,
     signup,
 )
-from tests.support.gateway_proc import base_config, run_gateway, stop_process
-from tests.support.net import free_port, wait_for_port
+from tests.support.gateway_proc import base_config, run_gateway, serving
+from tests.support.net import free_port
+from tests.support.services import service_unavailable
 from tests.support.upstream import run_echo_upstream
 
 pytestmark = pytest.mark.e2e
@@ -46,9 +46,7 @@ FORGED = {
 async def run_caddy(tmp: Path, gateway: str, app: str) -> AsyncIterator[str]:
     """Caddy serving the shipped Caddyfile on a free port over plain HTTP; yields its URL."""
     if CADDY is None:
-        if os.environ.get("GATEWAY_TEST_REQUIRE_SERVICES") == "1":
-            pytest.fail("caddy is not installed (apt-get install caddy)")
-        pytest.skip("caddy is not installed (apt-get install caddy)")
+        service_unavailable("caddy is not installed (apt-get install caddy)")
     port = free_port()
     site = CADDYFILE.read_text()
     for name, value in (
@@ -60,22 +58,9 @@ async def run_caddy(tmp: Path, gateway: str, app: str) -> AsyncIterator[str]:
     # Only what a test run needs on top: no admin endpoint, no certificates.
     (tmp / "Caddyfile").write_text("{\n\tadmin off\n\tauto_https off\n}\n" + site)
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp / "config"), "XDG_DATA_HOME": str(tmp)}
-    proc = await asyncio.create_subprocess_exec(
-        CADDY,
-        "run",
-        "--adapter",
-        "caddyfile",
-        "--config",
-        str(tmp / "Caddyfile"),
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        await wait_for_port("127.0.0.1", port, 10)
+    cmd = [CADDY, "run", "--adapter", "caddyfile", "--config", str(tmp / "Caddyfile")]
+    async with serving(cmd, port, env):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        await stop_process(proc)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -22,8 +21,9 @@ from tests.e2e.forward_auth_helpers import (
     served_to_api_key,
     signup,
 )
-from tests.support.gateway_proc import GatewayProcess, base_config, run_gateway, stop_process
-from tests.support.net import free_port, parse_response, raw_request, wait_for_port
+from tests.support.gateway_proc import GatewayProcess, base_config, run_gateway, serving
+from tests.support.net import free_port, parse_response, raw_request
+from tests.support.services import service_unavailable
 from tests.support.upstream import EchoUpstream, run_echo_upstream
 
 pytestmark = pytest.mark.e2e
@@ -82,9 +82,7 @@ async def run_nginx(
     missing = [name for name in NEEDED_MODULES if not (MODULES / name).exists()]
     if NGINX is None or missing:
         install = "apt-get install nginx libnginx-mod-http-set-misc libnginx-mod-http-js"
-        if os.environ.get("GATEWAY_TEST_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"nginx or a module it needs is not installed ({install})")
-        pytest.skip(f"nginx or a module it needs is not installed ({install})")
+        service_unavailable(f"nginx or a module it needs is not installed ({install})")
     port = free_port()
     server = EXAMPLE.read_text()
     # nginx's workers (`nobody` under root) must reach the decision cache: not under pytest's
@@ -101,20 +99,10 @@ async def run_nginx(
     (tmp / "server.conf").write_text(key(server) if key else server)
     modules = "\n".join(f"load_module {MODULES / name};" for name in NEEDED_MODULES)
     (tmp / "nginx.conf").write_text(MAIN.format(tmp=tmp, modules=modules))
-    proc = await asyncio.create_subprocess_exec(
-        NGINX,
-        "-c",
-        str(tmp / "nginx.conf"),
-        "-p",
-        str(tmp),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
     try:
-        await wait_for_port("127.0.0.1", port, 10)
-        yield f"http://127.0.0.1:{port}", cache
+        async with serving([NGINX, "-c", str(tmp / "nginx.conf"), "-p", str(tmp)], port):
+            yield f"http://127.0.0.1:{port}", cache
     finally:
-        await stop_process(proc)
         shutil.rmtree(cache, ignore_errors=True)
 
 

@@ -16,7 +16,7 @@ import aiohttp
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.net import free_port, wait_for_http
+from tests.support.net import free_port, wait_for_http, wait_for_port
 
 
 @dataclass
@@ -128,6 +128,24 @@ async def stop_process(proc: asyncio.subprocess.Process, timeout: float = 15.0) 
             await proc.wait()
     assert proc.returncode is not None
     return proc.returncode
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    cmd: Sequence[str], port: int, env: Mapping[str, str] | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """Runs a server (output discarded) until the block ends, once it accepts on `port`."""
+    proc = await asyncio.create_subprocess_exec(
+        *cmd,
+        env=None if env is None else dict(env),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await wait_for_port("127.0.0.1", port, 10)
+        yield proc
+    finally:
+        await stop_process(proc)
 
 
 async def run_cli(
